@@ -1,0 +1,56 @@
+# orchestrate — build, test, demo, bench, lint.
+#
+# `make setup` is idempotent: a virtualenv with the PyPI torch==2.11.0 wheel (the libtorch that
+# tch 0.24 binds), then the release build. The binary carries an rpath to that libtorch, so it
+# runs without LD_LIBRARY_PATH. Every target sets itself up first.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_VERSION := 2.11.0
+CARGO ?= cargo
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+BIN := $(TARGET_DIR)/release/orchestrate
+
+# torch-sys finds libtorch through the venv's python.
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PATH := $(VIRTUAL_ENV)/bin:$(PATH)
+export LIBTORCH_USE_PYTORCH := 1
+
+STAMP := $(VENV)/.torch-$(TORCH_VERSION)
+
+.PHONY: setup build demo test bench lint fmt clean
+
+setup: build
+
+$(STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet torch==$(TORCH_VERSION)
+	touch $@
+
+build: $(STAMP)
+	$(CARGO) build --release --locked
+
+demo: build
+	$(BIN) plan experiments/demo.toml
+	$(BIN) run experiments/demo.toml
+	$(BIN) table experiments/demo.toml --pivot md
+
+# Tests run in the release profile (one profile: polars compiles once) with the test-only
+# simulated stages that the scheduler tests drive through the real binary.
+test: $(STAMP)
+	$(CARGO) test --release --locked --features test-stages
+
+bench: $(STAMP)
+	$(CARGO) bench --locked --features test-stages --bench core
+
+lint: $(STAMP)
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --locked --all-targets --features test-stages -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,164 @@
+//! Freshness: for every node of a plan, is it cached, and if not, *why* must it run.
+
+use super::record::Record;
+use super::store::{Cache, Lookup};
+use crate::plan::{NodeId, Plan};
+use rayon::prelude::*;
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    Cached,
+    Run(Reason),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reason {
+    /// Never computed (or its record was garbage-collected).
+    NoRecord,
+    ParamChanged(Vec<String>),
+    UpstreamChanged(Vec<String>),
+    InputChanged(Vec<String>),
+    VersionBumped {
+        from: u32,
+        to: u32,
+    },
+    /// The entry exists but cannot be trusted.
+    Corrupt(String),
+    /// Transient artifacts were dropped and a new downstream stage needs them.
+    Evicted,
+    /// The last attempt failed.
+    Failed {
+        error: String,
+    },
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::NoRecord => write!(f, "no record"),
+            Reason::ParamChanged(p) => write!(f, "param changed: {}", p.join(", ")),
+            Reason::UpstreamChanged(k) => write!(f, "upstream changed: {}", k.join(", ")),
+            Reason::InputChanged(r) => write!(f, "input file changed: {}", r.join(", ")),
+            Reason::VersionBumped { from, to } => write!(f, "stage version bumped ({from} → {to})"),
+            Reason::Corrupt(why) => write!(f, "corrupt entry: {why}"),
+            Reason::Evicted => write!(
+                f,
+                "pruned weights were dropped by the retention policy and are needed again"
+            ),
+            Reason::Failed { error } => write!(f, "failed before: {error}"),
+        }
+    }
+}
+
+/// The state of every node. `verify` checks artifact checksums as well as sizes.
+pub fn freshness(cache: &Cache, plan: &Plan, verify: bool) -> Vec<State> {
+    let lookups: Vec<Lookup> = plan
+        .nodes
+        .par_iter()
+        .map(|n| cache.lookup(&n.key, verify))
+        .collect();
+    let dependents = plan.dependents();
+    let mut states: Vec<Option<State>> = vec![None; plan.nodes.len()];
+    // Dependents come later in creation order, so a reverse pass sees them first.
+    for id in (0..plan.nodes.len()).rev() {
+        let state = match &lookups[id] {
+            Lookup::Done(_) => State::Cached,
+            Lookup::Evicted(_) => {
+                let needed = dependents[id]
+                    .iter()
+                    .any(|&d| matches!(states[d], Some(State::Run(_))));
+                if needed {
+                    State::Run(Reason::Evicted)
+                } else {
+                    State::Cached
+                }
+            }
+            Lookup::Corrupt(why) => State::Run(Reason::Corrupt(why.clone())),
+            Lookup::Missing => State::Run(explain(cache, plan, id)),
+        };
+        states[id] = Some(state);
+    }
+    states
+        .into_iter()
+        .map(|s| s.expect("every node visited"))
+        .collect()
+}
+
+/// Compares the node with the last record computed for the same logical slot.
+fn explain(cache: &Cache, plan: &Plan, id: NodeId) -> Reason {
+    let node = &plan.nodes[id];
+    if let Some(f) = cache.failure(&node.key) {
+        return Reason::Failed { error: f.error };
+    }
+    let Some(previous) = cache.slot(&node.slot).filter(|k| *k != node.key) else {
+        return Reason::NoRecord;
+    };
+    let record: Record = match cache.lookup(&previous, false) {
+        Lookup::Done(r) | Lookup::Evicted(r) => *r,
+        _ => return Reason::NoRecord,
+    };
+    if record.version != node.kind.version() {
+        return Reason::VersionBumped {
+            from: record.version,
+            to: node.kind.version(),
+        };
+    }
+    let mut changed = Vec::new();
+    diff_json("", &record.params, &node.params, &mut changed);
+    if !changed.is_empty() {
+        return Reason::ParamChanged(changed);
+    }
+    let roles: Vec<String> = node
+        .inputs
+        .iter()
+        .filter(|i| {
+            !record
+                .inputs
+                .iter()
+                .any(|r| r.role == i.role && r.fingerprint == i.fingerprint)
+        })
+        .map(|i| i.role.clone())
+        .collect();
+    if !roles.is_empty() {
+        return Reason::InputChanged(roles);
+    }
+    let kinds: Vec<String> = node
+        .upstream
+        .iter()
+        .map(|&u| &plan.nodes[u])
+        .filter(|u| !record.upstream.iter().any(|r| r.key == u.key))
+        .map(|u| u.kind.name().to_string())
+        .collect();
+    if !kinds.is_empty() {
+        return Reason::UpstreamChanged(kinds);
+    }
+    Reason::NoRecord
+}
+
+/// Dotted paths where two JSON values differ, with old → new values.
+fn diff_json(path: &str, old: &serde_json::Value, new: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value::Object;
+    match (old, new) {
+        (Object(a), Object(b)) => {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match (a.get(k), b.get(k)) {
+                    (Some(x), Some(y)) => diff_json(&p, x, y, out),
+                    (Some(x), None) => out.push(format!("{p} {x} → (unset)")),
+                    (None, Some(y)) => out.push(format!("{p} (unset) → {y}")),
+                    (None, None) => {}
+                }
+            }
+        }
+        (a, b) if a != b => out.push(format!("{path} {a} → {b}")),
+        _ => {}
+    }
+}

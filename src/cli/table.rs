@@ -1,0 +1,41 @@
+//! `orchestrate table`: the results tables from the cache, and the paper pivot.
+
+use super::{CliError, Loaded, Pivot, exit, io_context, load};
+use crate::tables::pivot::{PivotFormat, render};
+use crate::tables::{collect, to_dataframe, write::tables_dir, write_tables};
+use crate::util::fsx;
+use std::path::{Path, PathBuf};
+
+pub fn run(results: &Path, manifest: &Path, pivot: Option<Pivot>) -> Result<i32, CliError> {
+    let l = load(results, manifest)?;
+    let (csv, parquet) = write(&l, results)?;
+    println!("wrote {} and {}", csv.display(), parquet.display());
+    if let Some(p) = pivot {
+        let rows = collect(&l.exp, &l.plan, &l.cache);
+        let (format, ext) = match p {
+            Pivot::Md => (PivotFormat::Markdown, "md"),
+            Pivot::Tex => (PivotFormat::Latex, "tex"),
+        };
+        let text = render(&rows, format);
+        let path = tables_dir(results, &l.exp.name).join(format!("{}.{ext}", l.exp.name));
+        fsx::write_atomic(&path, text.as_bytes())
+            .map_err(io_context(format!("cannot write {}", path.display())))?;
+        print!("{text}");
+        println!("wrote {}", path.display());
+    }
+    Ok(exit::OK)
+}
+
+/// Collects the rows and writes the CSV and Parquet tables.
+pub fn write(l: &Loaded, results: &Path) -> Result<(PathBuf, PathBuf), CliError> {
+    let rows = collect(&l.exp, &l.plan, &l.cache);
+    let dir = tables_dir(results, &l.exp.name);
+    let mut df = to_dataframe(&rows).map_err(|e| CliError::Io {
+        context: "cannot build the table".into(),
+        source: std::io::Error::other(e),
+    })?;
+    write_tables(&mut df, &dir, &l.exp.name).map_err(io_context(format!(
+        "cannot write tables in {}",
+        dir.display()
+    )))
+}

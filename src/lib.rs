@@ -1,0 +1,23 @@
+//! orchestrate: a TOML manifest (models × datasets × methods × sparsities × calibration sizes ×
+//! seeds) becomes a DAG of content-hashed, cached stages, run resumably over the machine's
+//! devices and collected into polars tables.
+//!
+//! | layer | modules | may import |
+//! |---|---|---|
+//! | leaf | [`util`] | std and small crates |
+//! | orchestration | [`manifest`] → [`plan`] → [`cache`]; [`exec`]; [`report`]; [`tables`] | each other in that order; never `tch` or the ML core |
+//! | bridge | [`stages`] | both halves |
+//! | root | [`cli`] | everything |
+//!
+//! Data flows one way: manifest → plan (keys) → freshness → executor (child process per stage)
+//! → cache entries → tables.
+
+pub mod cache;
+pub mod cli;
+pub mod exec;
+pub mod manifest;
+pub mod plan;
+pub mod report;
+pub mod stages;
+pub mod tables;
+pub mod util;

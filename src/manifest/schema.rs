@@ -1,0 +1,463 @@
+//! The manifest's parameter schemas: one table per method kind and per configurable stage.
+//!
+//! One concept, one place: a [`ParamSpec`] names a parameter, its type and range, its default
+//! (from `../shared/specs/`), and a one-line doc; validation, defaults, the key encoding (every
+//! resolved parameter is part of a node's key) and `experiments/README.md` all follow from it.
+
+use serde_json::Value as Json;
+
+#[derive(Debug, Clone, Copy)]
+pub enum ParamType {
+    /// A float in `[min, max]` (or `(min, max]` when `min_exclusive`).
+    Float {
+        min: f64,
+        max: f64,
+        min_exclusive: bool,
+    },
+    Int {
+        min: i64,
+        max: i64,
+    },
+    Bool,
+    Choice(&'static [&'static str]),
+    /// Any non-empty string.
+    Str,
+    /// A list of strings (class names, templates, ...).
+    StrList,
+    /// A list of non-negative integers (explicit index lists).
+    IntList,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum DefaultValue {
+    Float(f64),
+    Int(i64),
+    Bool(bool),
+    Str(&'static str),
+    /// No default: absent means "derived" (documented in `doc`), and is left out of the key.
+    Derived,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub ty: ParamType,
+    pub default: DefaultValue,
+    pub doc: &'static str,
+}
+
+impl DefaultValue {
+    pub fn to_json(self) -> Option<Json> {
+        match self {
+            DefaultValue::Float(v) => Some(Json::from(v)),
+            DefaultValue::Int(v) => Some(Json::from(v)),
+            DefaultValue::Bool(v) => Some(Json::from(v)),
+            DefaultValue::Str(v) => Some(Json::from(v)),
+            DefaultValue::Derived => None,
+        }
+    }
+}
+
+const fn p(
+    name: &'static str,
+    ty: ParamType,
+    default: DefaultValue,
+    doc: &'static str,
+) -> ParamSpec {
+    ParamSpec {
+        name,
+        ty,
+        default,
+        doc,
+    }
+}
+
+const TOWERS: ParamSpec = p(
+    "towers",
+    ParamType::Choice(&["both", "vision", "text"]),
+    DefaultValue::Str("both"),
+    "which encoder towers are pruned",
+);
+const BLOCKSIZE_128: ParamSpec = p(
+    "blocksize",
+    ParamType::Int {
+        min: 1,
+        max: 1 << 20,
+    },
+    DefaultValue::Int(128),
+    "SparseGPT column block size (rounded down to a multiple of m for n:m)",
+);
+const BLOCKSIZE_N: ParamSpec = p(
+    "blocksize",
+    ParamType::Int {
+        min: 1,
+        max: 1 << 20,
+    },
+    DefaultValue::Derived,
+    "SparseGPT column block size; default = the calibration size",
+);
+const PERCDAMP: ParamSpec = p(
+    "percdamp",
+    ParamType::Float {
+        min: 0.0,
+        max: 1.0,
+        min_exclusive: true,
+    },
+    DefaultValue::Float(0.01),
+    "Hessian dampening as a fraction of its mean diagonal",
+);
+const SLIDE: [ParamSpec; 7] = [
+    TOWERS,
+    BLOCKSIZE_N,
+    PERCDAMP,
+    p(
+        "epochs",
+        ParamType::Int {
+            min: 0,
+            max: 10_000,
+        },
+        DefaultValue::Int(5),
+        "local-distillation epochs per layer (upper bound)",
+    ),
+    p(
+        "lr",
+        ParamType::Float {
+            min: 0.0,
+            max: 1.0,
+            min_exclusive: true,
+        },
+        DefaultValue::Float(1e-5),
+        "AdamW learning rate of the distillation",
+    ),
+    p(
+        "weight_decay",
+        ParamType::Float {
+            min: 0.0,
+            max: 1.0,
+            min_exclusive: false,
+        },
+        DefaultValue::Float(0.01),
+        "AdamW weight decay of the distillation",
+    ),
+    p(
+        "threshold",
+        ParamType::Float {
+            min: 0.0,
+            max: 1e6,
+            min_exclusive: false,
+        },
+        DefaultValue::Float(0.01),
+        "early stop when an epoch's mean loss falls below this",
+    ),
+];
+
+/// A pruning method kind: what it needs and which parameters it takes.
+#[derive(Debug, Clone, Copy)]
+pub struct MethodKind {
+    pub name: &'static str,
+    pub needs_calibration: bool,
+    pub params: &'static [ParamSpec],
+    pub doc: &'static str,
+}
+
+pub const METHOD_KINDS: &[MethodKind] = &[
+    MethodKind {
+        name: "magnitude",
+        needs_calibration: false,
+        params: &[TOWERS],
+        doc: "smallest |W| per layer",
+    },
+    MethodKind {
+        name: "wanda",
+        needs_calibration: true,
+        params: &[TOWERS],
+        doc: "|W|·‖X‖ per output row (Wanda)",
+    },
+    MethodKind {
+        name: "sparsegpt",
+        needs_calibration: true,
+        params: &[TOWERS, BLOCKSIZE_128, PERCDAMP],
+        doc: "OBS-style reconstruction (SparseGPT)",
+    },
+    MethodKind {
+        name: "slide",
+        needs_calibration: true,
+        params: &SLIDE,
+        doc: "Slide-CLIP sliding SparseGPT with local distillation",
+    },
+    MethodKind {
+        name: "slide-progressive",
+        needs_calibration: true,
+        params: &SLIDE,
+        doc: "Slide-CLIP with a progressive sparsity schedule",
+    },
+];
+
+pub fn method_kind(name: &str) -> Option<&'static MethodKind> {
+    METHOD_KINDS.iter().find(|k| k.name == name)
+}
+
+/// Parameters of the zero-shot evaluation stage (`[stages.evaluate]`).
+pub const EVALUATE_PARAMS: &[ParamSpec] = &[
+    p(
+        "batch_size",
+        ParamType::Int {
+            min: 1,
+            max: 1 << 16,
+        },
+        DefaultValue::Int(256),
+        "images per forward",
+    ),
+    p(
+        "precision",
+        ParamType::Choice(&["fp32", "bf16", "fp16"]),
+        DefaultValue::Str("fp32"),
+        "evaluation dtype (bf16/fp16 on GPU only)",
+    ),
+];
+
+/// Parameters of the retraining stage (`[stages.retrain]`).
+pub const RETRAIN_PARAMS: &[ParamSpec] = &[
+    p(
+        "trainable",
+        ParamType::Choice(&["head", "head+layernorm", "head+convpass"]),
+        DefaultValue::Str("head+convpass"),
+        "trainable parameter set",
+    ),
+    p(
+        "epochs",
+        ParamType::Int {
+            min: 1,
+            max: 100_000,
+        },
+        DefaultValue::Int(100),
+        "training epochs",
+    ),
+    p(
+        "lr",
+        ParamType::Float {
+            min: 0.0,
+            max: 10.0,
+            min_exclusive: true,
+        },
+        DefaultValue::Float(1e-5),
+        "AdamW learning rate",
+    ),
+    p(
+        "weight_decay",
+        ParamType::Float {
+            min: 0.0,
+            max: 10.0,
+            min_exclusive: false,
+        },
+        DefaultValue::Float(1e-4),
+        "AdamW weight decay",
+    ),
+    p(
+        "batch_size",
+        ParamType::Int {
+            min: 1,
+            max: 1 << 16,
+        },
+        DefaultValue::Int(64),
+        "training batch size",
+    ),
+];
+
+/// Parameters of the intrinsic-dimension stage (`[stages.intrinsic_dimension]`).
+pub const INTRINSIC_DIMENSION_PARAMS: &[ParamSpec] = &[
+    p(
+        "n",
+        ParamType::Int {
+            min: 3,
+            max: 1_000_000,
+        },
+        DefaultValue::Int(2000),
+        "samples whose representations are measured",
+    ),
+    p(
+        "towers",
+        ParamType::Choice(&["both", "vision", "text"]),
+        DefaultValue::Str("vision"),
+        "towers measured",
+    ),
+    p(
+        "representation",
+        ParamType::Choice(&["token", "mean"]),
+        DefaultValue::Str("token"),
+        "CLS/EOS token or mean-pooled",
+    ),
+    p(
+        "estimator",
+        ParamType::Choice(&["reference", "idvl"]),
+        DefaultValue::Str("reference"),
+        "TwoNN variant",
+    ),
+    p(
+        "fraction",
+        ParamType::Float {
+            min: 0.0,
+            max: 1.0,
+            min_exclusive: true,
+        },
+        DefaultValue::Float(0.9),
+        "fraction of points kept by the fit",
+    ),
+];
+
+/// Parameters of the fine-tuning stage (`[stages.finetune]`).
+pub const FINETUNE_PARAMS: &[ParamSpec] = &[
+    p(
+        "steps",
+        ParamType::Int {
+            min: 1,
+            max: 10_000_000,
+        },
+        DefaultValue::Int(4000),
+        "optimizer steps",
+    ),
+    p(
+        "batch_size",
+        ParamType::Int {
+            min: 1,
+            max: 1 << 16,
+        },
+        DefaultValue::Int(128),
+        "training batch size",
+    ),
+    p(
+        "lr",
+        ParamType::Float {
+            min: 0.0,
+            max: 10.0,
+            min_exclusive: true,
+        },
+        DefaultValue::Float(1e-5),
+        "AdamW peak learning rate",
+    ),
+    p(
+        "weight_decay",
+        ParamType::Float {
+            min: 0.0,
+            max: 10.0,
+            min_exclusive: false,
+        },
+        DefaultValue::Float(0.1),
+        "AdamW weight decay",
+    ),
+    p(
+        "warmup_steps",
+        ParamType::Int {
+            min: 0,
+            max: 10_000_000,
+        },
+        DefaultValue::Int(500),
+        "linear warm-up steps before the cosine decay",
+    ),
+];
+
+/// Options every dataset kind takes.
+pub const DATASET_COMMON_PARAMS: &[ParamSpec] = &[
+    p(
+        "split",
+        ParamType::Str,
+        DefaultValue::Str("test"),
+        "evaluation split",
+    ),
+    p(
+        "train_split",
+        ParamType::Str,
+        DefaultValue::Str("train"),
+        "split calibration, fine-tuning and retraining draw from",
+    ),
+    p(
+        "classnames",
+        ParamType::StrList,
+        DefaultValue::Derived,
+        "class names; default: the built-in list of a known dataset",
+    ),
+    p(
+        "templates",
+        ParamType::StrList,
+        DefaultValue::Derived,
+        "prompt templates with `{c}`; default: the built-in list",
+    ),
+];
+
+/// Extra options of `hf-parquet` datasets.
+pub const DATASET_PARQUET_PARAMS: &[ParamSpec] = &[
+    p(
+        "image_column",
+        ParamType::Str,
+        DefaultValue::Str("image"),
+        "column holding the image struct",
+    ),
+    p(
+        "label_column",
+        ParamType::Str,
+        DefaultValue::Str("label"),
+        "column holding the integer label",
+    ),
+];
+
+/// Extra options of `synthetic` datasets.
+pub const DATASET_SYNTHETIC_PARAMS: &[ParamSpec] = &[
+    p(
+        "classes",
+        ParamType::Int {
+            min: 2,
+            max: 10_000,
+        },
+        DefaultValue::Int(10),
+        "number of classes",
+    ),
+    p(
+        "train_size",
+        ParamType::Int {
+            min: 1,
+            max: 10_000_000,
+        },
+        DefaultValue::Int(1000),
+        "training images",
+    ),
+    p(
+        "test_size",
+        ParamType::Int {
+            min: 1,
+            max: 10_000_000,
+        },
+        DefaultValue::Int(500),
+        "test images",
+    ),
+    p(
+        "image_size",
+        ParamType::Int { min: 8, max: 4096 },
+        DefaultValue::Int(64),
+        "side of the square images",
+    ),
+    p(
+        "seed",
+        ParamType::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        DefaultValue::Int(0),
+        "generator seed",
+    ),
+];
+
+/// Extra options of `retrieval` datasets.
+pub const DATASET_RETRIEVAL_PARAMS: &[ParamSpec] = &[
+    p(
+        "annotations",
+        ParamType::Str,
+        DefaultValue::Str("dataset.json"),
+        "Karpathy-split JSON, relative to the dataset path",
+    ),
+    p(
+        "images",
+        ParamType::Str,
+        DefaultValue::Str("images"),
+        "image directory, relative to the dataset path",
+    ),
+];

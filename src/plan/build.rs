@@ -1,0 +1,402 @@
+//! Grid → DAG. Nodes are created bottom-up and deduplicated by key, so identical upstream work
+//! is shared without special cases: one calibration per (model, dataset, size, seed) for every
+//! method that needs one, one dense evaluation per (model, dataset), and a magnitude prune
+//! (which reads no calibration data) shared by every calibration size and seed.
+
+use super::fingerprint::FingerprintCache;
+use super::key::node_key;
+use super::kind::StageKind;
+use crate::manifest::schema::{self, DefaultValue};
+use crate::manifest::{Experiment, GridPoint, MethodDef, Params};
+use serde_json::{Value as Json, json};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub type NodeId = usize;
+
+/// An external input of a node: a file or directory and its content fingerprint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Input {
+    /// `model`, `model.vision` or `dataset`.
+    pub role: String,
+    pub path: PathBuf,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub kind: StageKind,
+    pub key: String,
+    /// Human-readable identity, e.g. `prune clip/mnist wanda@0.5 n=250 seed=0`.
+    pub label: String,
+    /// Stable logical identity (names, not content): used to explain *why* a key changed.
+    pub slot: String,
+    pub params: Json,
+    pub upstream: Vec<NodeId>,
+    pub inputs: Vec<Input>,
+}
+
+/// The nodes that make up one grid point's result.
+#[derive(Debug, Clone, Default)]
+pub struct PointNodes {
+    pub finetune: Option<NodeId>,
+    pub calibrate: Option<NodeId>,
+    pub prune: Option<NodeId>,
+    pub retrain: Option<NodeId>,
+    pub evaluate: Option<NodeId>,
+    pub intrinsic_dimension: Option<NodeId>,
+}
+
+/// A dense baseline: the unpruned model's evaluation on one dataset.
+#[derive(Debug, Clone)]
+pub struct DenseNodes {
+    pub model: String,
+    pub dataset: String,
+    pub nodes: PointNodes,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub nodes: Vec<Node>,
+    /// Parallel to `Experiment::points`.
+    pub points: Vec<PointNodes>,
+    pub dense: Vec<DenseNodes>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {path}: {source}")]
+pub struct PlanError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl Plan {
+    /// Node ids in an order where every node follows its upstream nodes (creation order).
+    pub fn topological(&self) -> impl Iterator<Item = NodeId> {
+        0..self.nodes.len()
+    }
+
+    /// For each node, the nodes that read its output.
+    pub fn dependents(&self) -> Vec<Vec<NodeId>> {
+        let mut out = vec![Vec::new(); self.nodes.len()];
+        for (id, node) in self.nodes.iter().enumerate() {
+            for &up in &node.upstream {
+                out[up].push(id);
+            }
+        }
+        out
+    }
+
+    pub fn count(&self, kind: StageKind) -> usize {
+        self.nodes.iter().filter(|n| n.kind == kind).count()
+    }
+}
+
+/// Where a stage gets its model: the manifest's files, or a fine-tuning node's output.
+#[derive(Clone)]
+struct ModelRef {
+    inputs: Vec<Input>,
+    finetune: Option<NodeId>,
+}
+
+struct Builder<'e> {
+    exp: &'e Experiment,
+    plan: Plan,
+    by_key: HashMap<String, NodeId>,
+    fingerprints: HashMap<PathBuf, String>,
+    models: HashMap<(String, String), (ModelRef, DenseNodes)>,
+}
+
+/// Expands the experiment's grid into the stage DAG.
+pub fn build(exp: &Experiment, fp: &mut FingerprintCache) -> Result<Plan, PlanError> {
+    let mut b = Builder {
+        exp,
+        plan: Plan::default(),
+        by_key: HashMap::new(),
+        fingerprints: HashMap::new(),
+        models: HashMap::new(),
+    };
+    let mut points = Vec::with_capacity(exp.points.len());
+    for point in &exp.points {
+        points.push(b.point(point, fp)?);
+    }
+    let mut plan = b.plan;
+    plan.points = points;
+    let mut dense: Vec<DenseNodes> = b.models.into_values().map(|(_, d)| d).collect();
+    dense.sort_by(|a, b| (&a.model, &a.dataset).cmp(&(&b.model, &b.dataset)));
+    plan.dense = dense;
+    Ok(plan)
+}
+
+impl Builder<'_> {
+    fn add(
+        &mut self,
+        kind: StageKind,
+        params: Json,
+        upstream: Vec<NodeId>,
+        inputs: Vec<Input>,
+        label: impl FnOnce() -> String,
+        slot: impl FnOnce() -> String,
+    ) -> NodeId {
+        let key = node_key(
+            kind.name(),
+            kind.version(),
+            &params,
+            upstream.iter().map(|&u| self.plan.nodes[u].key.as_str()),
+            inputs
+                .iter()
+                .map(|i| (i.role.as_str(), i.fingerprint.as_str())),
+        );
+        if let Some(&id) = self.by_key.get(&key) {
+            return id;
+        }
+        let id = self.plan.nodes.len();
+        self.plan.nodes.push(Node {
+            kind,
+            key: key.clone(),
+            label: label(),
+            slot: slot(),
+            params,
+            upstream,
+            inputs,
+        });
+        self.by_key.insert(key, id);
+        id
+    }
+
+    fn input(
+        &mut self,
+        role: &str,
+        path: &Path,
+        fp: &mut FingerprintCache,
+    ) -> Result<Input, PlanError> {
+        let fingerprint = match self.fingerprints.get(path) {
+            Some(f) => f.clone(),
+            None => {
+                let f = fp.fingerprint(path).map_err(|source| PlanError {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                self.fingerprints.insert(path.to_path_buf(), f.clone());
+                f
+            }
+        };
+        Ok(Input {
+            role: role.to_string(),
+            path: path.to_path_buf(),
+            fingerprint,
+        })
+    }
+
+    /// The dataset's defining parameters (its content fingerprint is an input).
+    fn dataset_spec(&self, dataset: &str) -> Json {
+        let d = &self.exp.datasets[dataset];
+        json!({ "kind": d.kind.name(), "options": d.params })
+    }
+
+    fn dataset_inputs(
+        &mut self,
+        dataset: &str,
+        fp: &mut FingerprintCache,
+    ) -> Result<Vec<Input>, PlanError> {
+        match self.exp.datasets[dataset].resolved.clone() {
+            Some(dir) => Ok(vec![self.input("dataset", &dir, fp)?]),
+            None => Ok(vec![]),
+        }
+    }
+
+    /// The model for (model, dataset) and its dense baseline nodes, built once per pair.
+    fn model(
+        &mut self,
+        model: &str,
+        dataset: &str,
+        fp: &mut FingerprintCache,
+    ) -> Result<ModelRef, PlanError> {
+        let pair = (model.to_string(), dataset.to_string());
+        if let Some((m, _)) = self.models.get(&pair) {
+            return Ok(m.clone());
+        }
+        let def = &self.exp.models[model];
+        let mut inputs = Vec::new();
+        if def.test {
+            // Simulated model: its identity is its name (no files).
+            inputs.push(Input {
+                role: "model".into(),
+                path: PathBuf::new(),
+                fingerprint: format!("test-model:{model}"),
+            });
+        }
+        for (i, dir) in def
+            .resolved
+            .get(dataset)
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            inputs.push(self.input(if i == 0 { "model" } else { "model.vision" }, dir, fp)?);
+        }
+        let ds_inputs = self.dataset_inputs(dataset, fp)?;
+        let ds_spec = self.dataset_spec(dataset);
+        let stages = &self.exp.stages;
+        let mut mref = ModelRef {
+            inputs,
+            finetune: None,
+        };
+        let mut dense = PointNodes::default();
+        if stages.finetune {
+            let params = json!({ "dataset": ds_spec, "train": stages.finetune_params });
+            let id = self.add(
+                StageKind::Finetune,
+                params,
+                vec![],
+                [mref.inputs.clone(), ds_inputs.clone()].concat(),
+                || format!("finetune {model}/{dataset}"),
+                || format!("finetune|{model}|{dataset}"),
+            );
+            mref = ModelRef {
+                inputs: mref.inputs,
+                finetune: Some(id),
+            };
+            dense.finetune = Some(id);
+        }
+        let up: Vec<NodeId> = mref.finetune.into_iter().collect();
+        let inputs = [mref.inputs.clone(), ds_inputs.clone()].concat();
+        dense.evaluate = Some(self.add(
+            StageKind::Evaluate,
+            json!({ "dataset": ds_spec, "evaluate": stages.evaluate_params }),
+            up.clone(),
+            inputs.clone(),
+            || format!("evaluate {model}/{dataset} dense"),
+            || format!("evaluate|{model}|{dataset}|dense"),
+        ));
+        if stages.intrinsic_dimension {
+            dense.intrinsic_dimension = Some(self.add(
+                StageKind::IntrinsicDimension,
+                json!({ "dataset": ds_spec, "measure": stages.intrinsic_dimension_params }),
+                up,
+                inputs,
+                || format!("intrinsic-dimension {model}/{dataset} dense"),
+                || format!("intrinsic-dimension|{model}|{dataset}|dense"),
+            ));
+        }
+        let dn = DenseNodes {
+            model: model.to_string(),
+            dataset: dataset.to_string(),
+            nodes: dense,
+        };
+        self.models.insert(pair, (mref.clone(), dn));
+        Ok(mref)
+    }
+
+    fn point(&mut self, p: &GridPoint, fp: &mut FingerprintCache) -> Result<PointNodes, PlanError> {
+        let mref = self.model(&p.model, &p.dataset, fp)?;
+        let ds_inputs = self.dataset_inputs(&p.dataset, fp)?;
+        let ds_spec = self.dataset_spec(&p.dataset);
+        let method = resolve_method(self.exp, p);
+        let mut out = PointNodes {
+            finetune: mref.finetune,
+            ..Default::default()
+        };
+        let base_up: Vec<NodeId> = mref.finetune.into_iter().collect();
+        let (m, d, name) = (&p.model, &p.dataset, &p.method);
+        let (sp, n, seed) = (p.sparsity, p.calibration_size, p.seed);
+
+        let mut prune_up = base_up.clone();
+        if method.needs_calibration {
+            let id = self.add(
+                StageKind::Calibrate,
+                json!({ "dataset": ds_spec, "size": n, "seed": seed }),
+                base_up.clone(),
+                [mref.inputs.clone(), ds_inputs.clone()].concat(),
+                || format!("calibrate {m}/{d} n={n} seed={seed}"),
+                || format!("calibrate|{m}|{d}|{n}|{seed}"),
+            );
+            out.calibrate = Some(id);
+            prune_up.push(id);
+        }
+        let calib_label = if method.needs_calibration {
+            format!(" n={n} seed={seed}")
+        } else {
+            String::new()
+        };
+        let prune = self.add(
+            StageKind::Prune,
+            json!({ "method": method.kind, "params": method.params, "sparsity": sp.to_string() }),
+            prune_up,
+            mref.inputs.clone(),
+            || format!("prune {m}/{d} {name}@{sp}{calib_label}"),
+            || format!("prune|{m}|{d}|{name}|{sp}|{calib_label}"),
+        );
+        out.prune = Some(prune);
+        let stages = &self.exp.stages;
+        let mut model_node = prune;
+        if stages.retrain {
+            let id = self.add(
+                StageKind::Retrain,
+                json!({ "dataset": ds_spec, "train": stages.retrain_params }),
+                vec![prune],
+                [mref.inputs.clone(), ds_inputs.clone()].concat(),
+                || format!("retrain {m}/{d} {name}@{sp}{calib_label}"),
+                || format!("retrain|{m}|{d}|{name}|{sp}|{calib_label}"),
+            );
+            out.retrain = Some(id);
+            model_node = id;
+        }
+        let inputs = [mref.inputs.clone(), ds_inputs].concat();
+        out.evaluate = Some(self.add(
+            StageKind::Evaluate,
+            json!({ "dataset": ds_spec, "evaluate": stages.evaluate_params }),
+            vec![model_node],
+            inputs.clone(),
+            || format!("evaluate {m}/{d} {name}@{sp}{calib_label}"),
+            || format!("evaluate|{m}|{d}|{name}|{sp}|{calib_label}"),
+        ));
+        if stages.intrinsic_dimension {
+            out.intrinsic_dimension = Some(self.add(
+                StageKind::IntrinsicDimension,
+                json!({ "dataset": ds_spec, "measure": stages.intrinsic_dimension_params }),
+                vec![model_node],
+                inputs,
+                || format!("intrinsic-dimension {m}/{d} {name}@{sp}{calib_label}"),
+                || format!("intrinsic-dimension|{m}|{d}|{name}|{sp}|{calib_label}"),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// The method of a grid point: its definition (or a built-in kind with defaults), the point's
+/// overrides applied, and derived defaults made explicit so they are part of the key.
+pub fn resolve_method(exp: &Experiment, p: &GridPoint) -> MethodDef {
+    let mut def = exp.methods.get(&p.method).cloned().unwrap_or_else(|| {
+        let kind = schema::method_kind(&p.method).expect("validated method name");
+        let params: Params = kind
+            .params
+            .iter()
+            .filter_map(|s| Some((s.name.to_string(), s.default.to_json()?)))
+            .collect();
+        MethodDef {
+            name: p.method.clone(),
+            kind: kind.name,
+            needs_calibration: kind.needs_calibration,
+            params,
+        }
+    });
+    for (k, v) in &p.overrides {
+        def.params.insert(k.clone(), v.clone());
+    }
+    if let Some(kind) = schema::method_kind(def.kind) {
+        for spec in kind.params {
+            if matches!(spec.default, DefaultValue::Derived)
+                && spec.name == "blocksize"
+                && !def.params.contains_key("blocksize")
+            {
+                def.params
+                    .insert("blocksize".into(), Json::from(p.calibration_size));
+            }
+        }
+    }
+    def
+}

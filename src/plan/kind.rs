@@ -1,0 +1,65 @@
+//! Stage kinds. Each has a `version` that is part of every key of that kind: bump it when the
+//! implementation's output for the same inputs changes, and exactly those entries recompute.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StageKind {
+    /// Vision-tower fine-tuning with a frozen zero-shot head; produces a model.
+    Finetune,
+    /// Draws and preprocesses the calibration set of one (model, dataset, size, seed).
+    Calibrate,
+    /// Prunes a model with one method at one sparsity.
+    Prune,
+    /// Retrains a pruned (or truncated) model; pruned weights stay zero.
+    Retrain,
+    /// Zero-shot evaluation of a dense, pruned or retrained model.
+    Evaluate,
+    /// TwoNN intrinsic dimension after every encoder layer.
+    IntrinsicDimension,
+}
+
+impl StageKind {
+    pub const ALL: [StageKind; 6] = [
+        StageKind::Finetune,
+        StageKind::Calibrate,
+        StageKind::Prune,
+        StageKind::Retrain,
+        StageKind::Evaluate,
+        StageKind::IntrinsicDimension,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StageKind::Finetune => "finetune",
+            StageKind::Calibrate => "calibrate",
+            StageKind::Prune => "prune",
+            StageKind::Retrain => "retrain",
+            StageKind::Evaluate => "evaluate",
+            StageKind::IntrinsicDimension => "intrinsic-dimension",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Implementation version, part of the key.
+    pub fn version(self) -> u32 {
+        match self {
+            StageKind::Finetune => 1,
+            StageKind::Calibrate => 1,
+            StageKind::Prune => 1,
+            StageKind::Retrain => 1,
+            StageKind::Evaluate => 1,
+            StageKind::IntrinsicDimension => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for StageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,167 @@
+//! Reporters: consumers of run events. A progress bar on a terminal, plain lines otherwise,
+//! and a JSON-lines event log in the run directory. They never touch scheduler state.
+
+use crate::exec::Event;
+use crate::util::fsx::human_bytes;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+pub struct Console {
+    bar: Option<ProgressBar>,
+    counts: Counts,
+}
+
+#[derive(Default)]
+struct Counts {
+    done: usize,
+    cached: usize,
+    failed: usize,
+    skipped: usize,
+    running: usize,
+}
+
+impl Console {
+    /// A progress bar when stdout is a terminal, plain lines otherwise.
+    pub fn new() -> Self {
+        Self {
+            bar: std::io::stdout().is_terminal().then(ProgressBar::hidden),
+            counts: Counts::default(),
+        }
+    }
+
+    fn line(&self, text: String) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => println!("{text}"),
+        }
+    }
+
+    pub fn handle(&mut self, event: &Event) {
+        let c = &mut self.counts;
+        match event {
+            Event::Start {
+                total,
+                cached,
+                to_run,
+                slots,
+            } => {
+                c.cached = *cached;
+                let text = format!(
+                    "{total} stages: {cached} cached, {to_run} to run on {}",
+                    slots.join(", ")
+                );
+                if let Some(bar) = &mut self.bar {
+                    *bar = ProgressBar::new(*to_run as u64);
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} (ETA {eta})",
+                        )
+                        .expect("valid template"),
+                    );
+                    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+                }
+                self.line(text);
+            }
+            Event::Started { label, device, .. } => {
+                c.running += 1;
+                if self.bar.is_none() {
+                    println!("start    {label} [{device}]");
+                }
+            }
+            Event::Cached { label, .. } => {
+                c.cached += 1;
+                self.line(format!("cached   {label} (computed by another run)"));
+                self.tick();
+            }
+            Event::Finished { label, seconds, .. } => {
+                c.running = c.running.saturating_sub(1);
+                c.done += 1;
+                if self.bar.is_none() {
+                    println!("done     {label} ({seconds:.1}s)");
+                }
+                self.tick();
+            }
+            Event::Retrying {
+                label,
+                attempt,
+                error,
+                ..
+            } => self.line(format!(
+                "retry    {label} (attempt {}): {error}",
+                attempt + 1
+            )),
+            Event::Failed {
+                label, error, log, ..
+            } => {
+                c.running = c.running.saturating_sub(1);
+                c.failed += 1;
+                self.line(format!(
+                    "FAILED   {label}: {error}\n         log: {}",
+                    log.display()
+                ));
+                self.tick();
+            }
+            Event::Skipped { label, because, .. } => {
+                c.skipped += 1;
+                if self.bar.is_none() {
+                    println!("skipped  {label} (upstream failed: {because})");
+                }
+                self.tick();
+            }
+            Event::Interrupted { hard: false } => self.line(
+                "interrupted: no new stages start; running ones finish (Ctrl-C again to kill them)"
+                    .into(),
+            ),
+            Event::Interrupted { hard: true } => {
+                self.line("interrupted again: killing running stages".into())
+            }
+            Event::Evicted { bytes, .. } => {
+                if self.bar.is_none() {
+                    println!(
+                        "freed    {} of pruned weights no longer needed",
+                        human_bytes(*bytes)
+                    );
+                }
+            }
+            Event::End { .. } => {
+                if let Some(bar) = &self.bar {
+                    bar.finish_and_clear();
+                }
+            }
+        }
+    }
+
+    fn tick(&self) {
+        if let Some(bar) = &self.bar {
+            let c = &self.counts;
+            bar.set_position((c.done + c.failed + c.skipped) as u64);
+            bar.set_message(format!(
+                "done {} · cached {} · failed {} · running {}",
+                c.done, c.cached, c.failed, c.running
+            ));
+        }
+    }
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Appends every event as one JSON line to `events.jsonl`.
+pub struct EventLog(Option<std::fs::File>);
+
+impl EventLog {
+    pub fn create(path: &Path) -> Self {
+        Self(std::fs::File::create(path).ok())
+    }
+
+    pub fn handle(&mut self, event: &Event) {
+        if let Some(f) = &mut self.0 {
+            let _ = serde_json::to_writer(&mut *f, event);
+            let _ = f.write_all(b"\n");
+        }
+    }
+}

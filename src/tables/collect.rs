@@ -1,0 +1,159 @@
+//! Records → rows. Reads the cache only.
+
+use crate::cache::{Cache, Lookup, Record};
+use crate::manifest::{Experiment, Sparsity};
+use crate::plan::{NodeId, Plan, PointNodes};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowStatus {
+    Done,
+    Failed,
+    Pending,
+}
+
+impl RowStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            RowStatus::Done => "done",
+            RowStatus::Failed => "failed",
+            RowStatus::Pending => "pending",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub model: String,
+    pub dataset: String,
+    pub method: String,
+    pub sparsity: String,
+    /// Fraction of weights removed (n/m for n:m).
+    pub target_sparsity: f64,
+    pub calibration_size: Option<i64>,
+    pub seed: Option<i64>,
+    pub status: RowStatus,
+    pub top1: Option<f64>,
+    pub top5: Option<f64>,
+    pub n_eval: Option<i64>,
+    pub achieved_sparsity: Option<f64>,
+    pub prune_seconds: Option<f64>,
+    pub eval_seconds: Option<f64>,
+    pub retrain_best_top1: Option<f64>,
+    pub retrain_last_top1: Option<f64>,
+    /// The stage that failed and its log, for failed rows.
+    pub failed_stage: Option<String>,
+    pub log: Option<PathBuf>,
+}
+
+/// One row per grid point, dense baselines first.
+pub fn collect(exp: &Experiment, plan: &Plan, cache: &Cache) -> Vec<Row> {
+    let record = |id: Option<NodeId>| -> Option<Record> {
+        match cache.lookup(&plan.nodes[id?].key, false) {
+            Lookup::Done(r) | Lookup::Evicted(r) => Some(*r),
+            _ => None,
+        }
+    };
+    let mut rows = Vec::with_capacity(plan.dense.len() + plan.points.len());
+    for dense in &plan.dense {
+        rows.push(row(
+            cache,
+            plan,
+            &dense.nodes,
+            &record,
+            RowId {
+                model: &dense.model,
+                dataset: &dense.dataset,
+                method: "dense",
+                sparsity: Sparsity::Fraction(0.0),
+                calibration_size: None,
+                seed: None,
+            },
+        ));
+    }
+    for (p, nodes) in exp.points.iter().zip(&plan.points) {
+        let calibrated = nodes.calibrate.is_some();
+        rows.push(row(
+            cache,
+            plan,
+            nodes,
+            &record,
+            RowId {
+                model: &p.model,
+                dataset: &p.dataset,
+                method: &p.method,
+                sparsity: p.sparsity,
+                calibration_size: calibrated.then_some(p.calibration_size as i64),
+                seed: calibrated.then_some(p.seed as i64),
+            },
+        ));
+    }
+    rows
+}
+
+struct RowId<'a> {
+    model: &'a str,
+    dataset: &'a str,
+    method: &'a str,
+    sparsity: Sparsity,
+    calibration_size: Option<i64>,
+    seed: Option<i64>,
+}
+
+fn row(
+    cache: &Cache,
+    plan: &Plan,
+    nodes: &PointNodes,
+    record: &dyn Fn(Option<NodeId>) -> Option<Record>,
+    id: RowId,
+) -> Row {
+    let eval = record(nodes.evaluate);
+    let prune = record(nodes.prune);
+    let retrain = record(nodes.retrain);
+    let chain = [
+        nodes.finetune,
+        nodes.calibrate,
+        nodes.prune,
+        nodes.retrain,
+        nodes.evaluate,
+    ];
+    let failure = chain.iter().flatten().find_map(|&n| {
+        cache
+            .failure(&plan.nodes[n].key)
+            .map(|f| (plan.nodes[n].kind.name().to_string(), f.log))
+    });
+    let status = match (&eval, &failure) {
+        (Some(_), _) => RowStatus::Done,
+        (None, Some(_)) => RowStatus::Failed,
+        (None, None) => RowStatus::Pending,
+    };
+    let (failed_stage, log) = match (status, failure) {
+        (RowStatus::Failed, Some((stage, log))) => (Some(stage), Some(log)),
+        _ => (None, None),
+    };
+    let metric = |r: &Option<Record>, name: &str| r.as_ref().and_then(|r| r.metric(name));
+    Row {
+        model: id.model.to_string(),
+        dataset: id.dataset.to_string(),
+        method: id.method.to_string(),
+        sparsity: id.sparsity.to_string(),
+        target_sparsity: id.sparsity.fraction(),
+        calibration_size: id.calibration_size,
+        seed: id.seed,
+        status,
+        top1: metric(&eval, "top1"),
+        top5: metric(&eval, "top5"),
+        n_eval: metric(&eval, "n_eval").map(|v| v as i64),
+        achieved_sparsity: if nodes.prune.is_some() {
+            metric(&prune, "achieved_sparsity")
+        } else {
+            eval.as_ref().map(|_| 0.0)
+        },
+        prune_seconds: prune.as_ref().map(|r| r.timing.seconds),
+        eval_seconds: eval.as_ref().map(|r| r.timing.seconds),
+        retrain_best_top1: metric(&retrain, "best_top1"),
+        retrain_last_top1: metric(&retrain, "last_top1"),
+        failed_stage,
+        log,
+    }
+}

@@ -1,0 +1,7 @@
+//! Leaf helpers shared by every layer: content hashing, atomic filesystem writes, small formatting.
+//!
+//! Invariant: nothing here imports another module of the crate.
+
+pub mod fsx;
+pub mod hash;
+pub mod hf;

@@ -1,0 +1,139 @@
+//! Helpers shared by the integration tests: a scratch project with a manifest, and the real
+//! `orchestrate` binary (built with the test-only simulated stages).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_orchestrate");
+
+/// A temporary directory holding manifests and a results directory.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new() -> Self {
+        Project {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn results(&self) -> PathBuf {
+        self.path().join("results")
+    }
+
+    pub fn compute_log(&self) -> PathBuf {
+        self.path().join("computed.log")
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// A command for the binary with this project's results directory and compute log.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .arg("--results")
+            .arg(self.results())
+            .current_dir(self.path())
+            .env("ORCHESTRATE_TEST_COMPUTE_LOG", self.compute_log())
+            .env("ORCHESTRATE_TEST_WORK_MS", "5")
+            .env_remove("ORCHESTRATE_TEST_FAIL")
+            .env_remove("ORCHESTRATE_TEST_CRASH");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run orchestrate")
+    }
+
+    /// Keys computed so far (one per stage execution).
+    pub fn computed(&self) -> Vec<String> {
+        std::fs::read_to_string(self.compute_log())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn table_csv(&self, experiment: &str) -> String {
+        std::fs::read_to_string(
+            self.results()
+                .join(experiment)
+                .join(format!("{experiment}.csv")),
+        )
+        .expect("table written")
+    }
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "status: {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A sweep over simulated models: 2 models × 2 datasets × 3 methods × 2 sparsities × 2 sizes.
+pub const SWEEP: &str = r#"
+[experiment]
+name = "sweep"
+
+[models.a]
+test = true
+[models.b]
+test = true
+
+[datasets.d1]
+kind = "synthetic"
+classes = 4
+[datasets.d2]
+kind = "synthetic"
+classes = 6
+
+[methods.sg]
+kind = "sparsegpt"
+blocksize = 64
+
+[grid]
+model = ["a", "b"]
+dataset = ["d1", "d2"]
+method = ["magnitude", "wanda", "sg"]
+sparsity = [0.5, "2:4"]
+calibration_size = [8, 16]
+
+[resources]
+devices = ["cpu"]
+jobs_per_device = 2
+"#;
+
+/// The table without run-dependent columns (timings, log paths), for comparing runs.
+pub fn stable_table(csv: &str) -> Vec<String> {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let keep: Vec<usize> = header
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| !h.ends_with("_seconds") && **h != "log")
+        .map(|(i, _)| i)
+        .collect();
+    std::iter::once(header.clone())
+        .chain(lines.map(|l| l.split(',').collect()))
+        .map(|cells: Vec<&str>| {
+            keep.iter()
+                .map(|&i| cells.get(i).copied().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}

@@ -1,0 +1,97 @@
+//! Every manifest in `tests/bad_manifests/` must be rejected with exit status 2, a message naming
+//! `file:line:column` and the expected fragment, and no panic or backtrace.
+
+mod common;
+use common::*;
+
+#[test]
+fn bad_manifests_are_rejected_with_location() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_manifests");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 20,
+        "the corpus has at least 20 bad manifests"
+    );
+    let project = Project::new();
+    let mut failures = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .unwrap()
+            .strip_prefix("# expect: ")
+            .expect("first line: # expect: LINE:COL | fragment");
+        let (location, fragment) = expect.split_once(" | ").unwrap();
+        let out = project
+            .cmd(&["plan", file.to_str().unwrap()])
+            .env("HF_HUB_CACHE", project.path().join("empty-hub"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let located = format!("{}:{location}:", file.display());
+        let ok = out.status.code() == Some(2)
+            && stderr.contains(&located)
+            && stderr.contains(fragment)
+            && !stderr.contains("panicked")
+            && !stderr.contains("stack backtrace");
+        if !ok {
+            failures.push(format!(
+                "{}: expected exit 2 with `{located}` and `{fragment}`\n{}",
+                file.display(),
+                text_of(&out)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+fn text_of(o: &std::process::Output) -> String {
+    text(o)
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let project = Project::new();
+    let m = project.write(
+        "many.toml",
+        r#"[experiment]
+name = "x"
+[models.clip]
+test = true
+[datasets.syn]
+kind = "synthetic"
+[grid]
+model = "clip"
+dataset = ["syn", "nope"]
+method = "magnitude"
+sparsity = [1.2, "3:2"]
+calibration_size = 0
+"#,
+    );
+    let out = project.run(&["plan", m.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for loc in [":9:19:", ":11:13:", ":11:18:", ":12:20:"] {
+        assert!(stderr.contains(loc), "missing {loc} in\n{stderr}");
+    }
+    assert!(stderr.contains("4 errors in manifest"), "{stderr}");
+}
+
+#[test]
+fn unreadable_manifest_is_bad_input() {
+    let project = Project::new();
+    let out = project.run(&["plan", "does-not-exist.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("does-not-exist.toml:1:1: cannot read manifest"),
+        "{}",
+        text(&out)
+    );
+}

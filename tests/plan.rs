@@ -1,0 +1,198 @@
+//! Planner: expansion counts and sharing, key stability across checkouts, minimal invalidation.
+
+mod common;
+use common::*;
+use orchestrate::manifest;
+use orchestrate::plan::{self, StageKind, fingerprint::FingerprintCache};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+fn plan_of(path: &Path) -> plan::Plan {
+    let exp = manifest::load(path).unwrap_or_else(|e| panic!("{e}"));
+    plan::build(&exp, &mut FingerprintCache::in_memory()).unwrap()
+}
+
+fn keys(p: &plan::Plan) -> BTreeSet<String> {
+    p.nodes.iter().map(|n| n.key.clone()).collect()
+}
+
+#[test]
+fn expansion_counts_and_sharing() {
+    let project = Project::new();
+    let m = project.write("sweep.toml", SWEEP);
+    let exp = manifest::load(&m).unwrap();
+    assert_eq!(exp.points.len(), 2 * 2 * 3 * 2 * 2);
+    let p = plan::build(&exp, &mut FingerprintCache::in_memory()).unwrap();
+    // One calibration per (model, dataset, size, seed), shared by wanda and sparsegpt.
+    assert_eq!(p.count(StageKind::Calibrate), 2 * 2 * 2);
+    // Magnitude reads no calibration data: one prune per (model, sparsity) for every dataset and
+    // size; wanda and sparsegpt: one per (model, dataset, sparsity, size).
+    assert_eq!(p.count(StageKind::Prune), 2 * 2 + 2 * (2 * 2 * 2 * 2));
+    // One dense evaluation per (model, dataset) + pruned evaluations.
+    assert_eq!(p.count(StageKind::Evaluate), 4 + 2 * 2 * 2 + 2 * 16);
+    assert_eq!(p.dense.len(), 4);
+    assert_eq!(p.nodes.len(), 88);
+    for (point, nodes) in exp.points.iter().zip(&p.points) {
+        assert_eq!(nodes.calibrate.is_some(), point.method != "magnitude");
+        let eval = &p.nodes[nodes.evaluate.unwrap()];
+        assert_eq!(eval.upstream, vec![nodes.prune.unwrap()]);
+    }
+    // Nodes come after their upstream nodes.
+    for (id, n) in p.nodes.iter().enumerate() {
+        assert!(n.upstream.iter().all(|&u| u < id));
+    }
+}
+
+#[test]
+fn optional_stages_add_nodes() {
+    let project = Project::new();
+    let text =
+        format!("{SWEEP}\n[stages]\nretrain = true\nintrinsic_dimension = true\nfinetune = true\n");
+    let p = plan_of(&project.write("s.toml", &text));
+    assert_eq!(p.count(StageKind::Finetune), 4);
+    assert_eq!(
+        p.count(StageKind::Retrain),
+        p.count(StageKind::Evaluate) - 4
+    );
+    assert_eq!(
+        p.count(StageKind::IntrinsicDimension),
+        p.count(StageKind::Evaluate)
+    );
+    // Fine-tuning makes a per-dataset model, so magnitude prunes are no longer shared across datasets.
+    assert_eq!(p.count(StageKind::Prune), 2 * 2 * 2 + 2 * 16);
+}
+
+#[test]
+fn zip_exclude_include() {
+    let project = Project::new();
+    let text = SWEEP.replace("calibration_size = [8, 16]", "calibration_size = [8, 16]\nzip = [[\"sparsity\", \"calibration_size\"]]\n[[grid.exclude]]\nmethod = \"magnitude\"\nmodel = \"b\"\n[[grid.include]]\nmodel = \"a\"\ndataset = \"d1\"\nmethod = \"sg\"\nsparsity = 0.9\ncalibration_size = 32\nparams = { blocksize = 16 }\n");
+    let exp = manifest::load(&project.write("z.toml", &text)).unwrap();
+    // zip: (0.5, 8), (2:4, 16) → 2 × 2 × 3 × 2 = 24; exclude magnitude on b (2 × 2 = 4); include 1.
+    assert_eq!(exp.points.len(), 24 - 4 + 1);
+    let extra = exp.points.last().unwrap();
+    assert_eq!(
+        extra.overrides.get("blocksize").and_then(|v| v.as_i64()),
+        Some(16)
+    );
+    let p = plan::build(&exp, &mut FingerprintCache::in_memory()).unwrap();
+    let prune = &p.nodes[p.points.last().unwrap().prune.unwrap()];
+    assert_eq!(prune.params["params"]["blocksize"], 16);
+}
+
+#[test]
+fn keys_are_stable_across_checkouts_and_change_minimally() {
+    let a = Project::new();
+    let b = Project::new();
+    let base = keys(&plan_of(&a.write("sweep.toml", SWEEP)));
+    // Same manifest, other directory, other file name: same keys.
+    assert_eq!(
+        base,
+        keys(&plan_of(&b.write("deep/elsewhere/renamed.toml", SWEEP)))
+    );
+
+    // One method parameter: exactly its prune nodes and their evaluations change.
+    let changed = plan_of(&a.write(
+        "bs.toml",
+        &SWEEP.replace("blocksize = 64", "blocksize = 32"),
+    ));
+    let new: BTreeSet<String> = keys(&changed).difference(&base).cloned().collect();
+    let kinds: Vec<StageKind> = changed
+        .nodes
+        .iter()
+        .filter(|n| new.contains(&n.key))
+        .map(|n| n.kind)
+        .collect();
+    assert_eq!(new.len(), 32);
+    assert_eq!(kinds.iter().filter(|k| **k == StageKind::Prune).count(), 16);
+    assert_eq!(
+        kinds.iter().filter(|k| **k == StageKind::Evaluate).count(),
+        16
+    );
+    assert_eq!(base.difference(&keys(&changed)).count(), 32);
+
+    // One dataset option: everything downstream of d2 changes, magnitude prunes do not.
+    let d2 = plan_of(&a.write("d2.toml", &SWEEP.replace("classes = 6", "classes = 7")));
+    for n in &d2.nodes {
+        let touches_d2 = n.label.contains("/d2");
+        assert_eq!(
+            !base.contains(&n.key),
+            touches_d2 && !(n.kind == StageKind::Prune && n.label.contains("magnitude")),
+            "{}",
+            n.label
+        );
+    }
+}
+
+fn model_dir(root: &Path, name: &str, weights: &[u8]) {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), b"{\"projection_dim\": 8}").unwrap();
+    std::fs::write(dir.join("model.safetensors"), weights).unwrap();
+}
+
+const FILE_MANIFEST: &str = r#"
+[experiment]
+name = "files"
+[models.m1]
+path = "models/m1"
+[models.m2]
+path = "models/m2"
+[datasets.d]
+kind = "imagefolder"
+path = "data/d"
+[grid]
+model = ["m1", "m2"]
+dataset = "d"
+method = ["magnitude", "wanda"]
+sparsity = 0.5
+"#;
+
+#[test]
+fn input_files_are_fingerprinted_by_content() {
+    let a = Project::new();
+    let b = Project::new();
+    for p in [&a, &b] {
+        model_dir(&p.path().join("models"), "m1", b"weights one");
+        model_dir(&p.path().join("models"), "m2", b"weights two");
+        p.write("data/d/cat/0.png", "not really a png");
+        p.write("data/d/dog/0.png", "nor this");
+    }
+    let ka = keys(&plan_of(&a.write("f.toml", FILE_MANIFEST)));
+    assert_eq!(
+        ka,
+        keys(&plan_of(&b.write("f.toml", FILE_MANIFEST))),
+        "content, not paths, decides keys"
+    );
+
+    // Change m2's weights: exactly m2's nodes change.
+    std::fs::write(b.path().join("models/m2/model.safetensors"), b"weights 2!").unwrap();
+    let pb = plan_of(&b.path().join("f.toml"));
+    for n in &pb.nodes {
+        assert_eq!(ka.contains(&n.key), !n.label.contains("m2/"), "{}", n.label);
+    }
+    // Change a dataset file: everything reading the dataset changes; magnitude prunes do not.
+    b.write("data/d/dog/0.png", "changed");
+    let pb2 = plan_of(&b.path().join("f.toml"));
+    let kb = keys(&pb);
+    for n in &pb2.nodes {
+        let reads_dataset = !(n.kind == StageKind::Prune && n.label.contains("magnitude"));
+        assert_eq!(kb.contains(&n.key), !reads_dataset, "{}", n.label);
+    }
+}
+
+#[test]
+fn fingerprint_cache_reuses_hashes_by_size_and_mtime() {
+    let p = Project::new();
+    model_dir(&p.path().join("models"), "m1", b"abc");
+    let cache_path = p.path().join("fp.json");
+    let mut fp = FingerprintCache::open(&cache_path);
+    let first = fp.fingerprint(&p.path().join("models/m1")).unwrap();
+    fp.save().unwrap();
+    let saved = std::fs::read_to_string(&cache_path).unwrap();
+    assert!(saved.contains("model.safetensors"));
+    let mut again = FingerprintCache::open(&cache_path);
+    assert_eq!(
+        again.fingerprint(&p.path().join("models/m1")).unwrap(),
+        first
+    );
+}
