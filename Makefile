@@ -41,6 +41,8 @@ demo: build
 # simulated stages that the scheduler tests drive through the real binary.
 test: $(STAMP)
 	$(CARGO) test --release --locked --features test-stages
+	@# Restore the shipped binary (the tests build it with the simulated stages).
+	$(CARGO) build --release --locked
 
 bench: $(STAMP)
 	$(CARGO) bench --locked --features test-stages --bench core

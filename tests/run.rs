@@ -174,7 +174,11 @@ fn concurrent_runs_compute_each_stage_once() {
 #[test]
 fn corrupted_artifacts_are_detected_and_recomputed() {
     let p = Project::new();
-    p.write("sweep.toml", SWEEP);
+    // Keep pruned weights so that exactly the corrupted entries need recomputing.
+    p.write(
+        "sweep.toml",
+        &SWEEP.replace("name = \"sweep\"", "name = \"sweep\"\nkeep_pruned = true"),
+    );
     assert!(p.run(&["run", "sweep.toml"]).status.success());
     let entries = p.results().join("cache/entries");
     let evals: Vec<_> = std::fs::read_dir(&entries)

@@ -36,6 +36,18 @@ pub enum Lookup {
     Corrupt(String),
 }
 
+impl Lookup {
+    /// A short phrase for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Lookup::Done(_) => "complete".into(),
+            Lookup::Evicted(_) => "its transient artifacts were dropped".into(),
+            Lookup::Missing => "missing".into(),
+            Lookup::Corrupt(why) => format!("corrupt: {why}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Cache {
     root: PathBuf,
@@ -121,6 +133,23 @@ impl Cache {
         } else {
             Lookup::Done(Box::new(record))
         }
+    }
+
+    /// Removes the entry of `key` (moved aside first, so readers never see half of it). Only
+    /// while holding the key's lock.
+    pub fn discard(&self, key: &str) -> Result<(), CacheError> {
+        let target = self.entry_dir(key);
+        if !target.exists() {
+            return Ok(());
+        }
+        let trash = self
+            .root
+            .join("tmp")
+            .join(format!("trash.{key}.{}", fsx::unique_suffix()));
+        fs::create_dir_all(self.root.join("tmp")).map_err(io_err(&trash))?;
+        fs::rename(&target, &trash).map_err(io_err(&target))?;
+        let _ = fs::remove_dir_all(&trash);
+        Ok(())
     }
 
     /// Starts building the entry of `key` in a fresh temporary directory.
@@ -323,17 +352,10 @@ impl EntryBuilder {
                     return Ok(record);
                 }
                 // The target exists: someone else published, or a corrupt entry is in the way.
+                // A complete entry wins; an evicted or corrupt one is replaced by this one.
                 Err(_) if target.exists() => match self.cache.lookup(&self.key, false) {
-                    Lookup::Done(existing) | Lookup::Evicted(existing) => return Ok(*existing),
-                    _ => {
-                        let trash = self.cache.root.join("tmp").join(format!(
-                            "trash.{}.{}",
-                            self.key,
-                            fsx::unique_suffix()
-                        ));
-                        fs::rename(&target, &trash).map_err(io_err(&target))?;
-                        let _ = fs::remove_dir_all(&trash);
-                    }
+                    Lookup::Done(existing) => return Ok(*existing),
+                    _ => self.cache.discard(&self.key)?,
                 },
                 Err(e) => {
                     return Err(CacheError::Io {

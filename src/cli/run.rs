@@ -34,6 +34,7 @@ pub fn run(results: &Path, manifest: &Path, retries: u32, verify: bool) -> Resul
         slots: exec::slots(&l.exp.resources, cuda, cores),
         retries,
         keep_pruned: l.exp.keep_pruned,
+        verify,
     };
     let interrupts =
         Interrupts::install().map_err(io_context("cannot install the Ctrl-C handler"))?;

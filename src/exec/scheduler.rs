@@ -28,6 +28,8 @@ pub struct RunOptions {
     pub retries: u32,
     /// Keep pruned weights after every stage reading them is done.
     pub keep_pruned: bool,
+    /// Trust cached entries only after checking their artifact checksums.
+    pub verify: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -345,8 +347,15 @@ fn attempt_all(
         Ok(l) => l,
         Err(e) => return fail(e.to_string(), 0),
     };
-    if let Lookup::Done(_) = shared.cache.lookup(&job.key, false) {
-        return WorkerOutcome::CachedByOther;
+    // Under the lock: published meanwhile by another run, or an untrustworthy entry to clear.
+    match shared.cache.lookup(&job.key, opts.verify) {
+        Lookup::Done(_) => return WorkerOutcome::CachedByOther,
+        Lookup::Missing => {}
+        _ => {
+            if let Err(e) = shared.cache.discard(&job.key) {
+                return fail(e.to_string(), 0);
+            }
+        }
     }
     let job_path = opts.run_dir.join("jobs").join(format!("{}.json", job.key));
     let written = std::fs::create_dir_all(job_path.parent().expect("jobs dir"))

@@ -26,7 +26,7 @@ pub enum StageError {
         version: &'static str,
     },
     #[error(
-        "upstream {kind} entry {key} is missing or corrupt ({why}); re-run `orchestrate run` to recompute it"
+        "upstream {kind} entry {key} is not usable ({why}); re-run `orchestrate run` to recompute it"
     )]
     Upstream {
         kind: StageKind,
@@ -66,25 +66,11 @@ pub fn run(job: &JobSpec) -> Result<Record, StageError> {
     for up in &job.upstream {
         match cache.lookup(&up.key, false) {
             Lookup::Done(_) => {}
-            Lookup::Evicted(_) => {
+            other => {
                 return Err(StageError::Upstream {
                     kind: up.kind,
                     key: up.key.clone(),
-                    why: "its pruned weights were dropped".into(),
-                });
-            }
-            Lookup::Missing => {
-                return Err(StageError::Upstream {
-                    kind: up.kind,
-                    key: up.key.clone(),
-                    why: "missing".into(),
-                });
-            }
-            Lookup::Corrupt(why) => {
-                return Err(StageError::Upstream {
-                    kind: up.kind,
-                    key: up.key.clone(),
-                    why,
+                    why: other.describe(),
                 });
             }
         }
