@@ -33,6 +33,7 @@ build: $(STAMP)
 	$(CARGO) build --release --locked
 
 demo: build
+	@test -f experiments/demo.toml || { echo "experiments/demo.toml arrives with the CLIP, dataset and evaluation stages; this build has the orchestration core only" >&2; exit 1; }
 	$(BIN) plan experiments/demo.toml
 	$(BIN) run experiments/demo.toml
 	$(BIN) table experiments/demo.toml --pivot md

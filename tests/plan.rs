@@ -76,7 +76,7 @@ fn zip_exclude_include() {
     );
     let p = plan::build(&exp, &mut FingerprintCache::in_memory()).unwrap();
     let prune = &p.nodes[p.points.last().unwrap().prune.unwrap()];
-    assert_eq!(prune.params["params"]["blocksize"], 16);
+    assert_eq!(prune.params_json()["params"]["blocksize"], 16);
 }
 
 #[test]

@@ -51,12 +51,22 @@ impl fmt::Display for Reason {
     }
 }
 
-/// The state of every node. `verify` checks artifact checksums as well as sizes.
-pub fn freshness(cache: &Cache, plan: &Plan, verify: bool) -> Vec<State> {
+/// The state of every node. `verify` checks artifact checksums as well as sizes; `explain`
+/// compares each missing node with the last record of its slot to say why it must run (without
+/// it, missing nodes report [`Reason::NoRecord`] and cost no extra I/O).
+pub fn freshness(cache: &Cache, plan: &Plan, verify: bool, explain: bool) -> Vec<State> {
+    // One directory listing instead of a failed lookup per missing node.
+    let present = cache.entry_keys();
     let lookups: Vec<Lookup> = plan
         .nodes
         .par_iter()
-        .map(|n| cache.lookup(&n.key, verify))
+        .map(|n| {
+            if present.contains(&n.key) {
+                cache.lookup(&n.key, verify)
+            } else {
+                Lookup::Missing
+            }
+        })
         .collect();
     let dependents = plan.dependents();
     let mut states: Vec<Option<State>> = vec![None; plan.nodes.len()];
@@ -75,7 +85,8 @@ pub fn freshness(cache: &Cache, plan: &Plan, verify: bool) -> Vec<State> {
                 }
             }
             Lookup::Corrupt(why) => State::Run(Reason::Corrupt(why.clone())),
-            Lookup::Missing => State::Run(explain(cache, plan, id)),
+            Lookup::Missing if explain => State::Run(reason(cache, plan, id)),
+            Lookup::Missing => State::Run(Reason::NoRecord),
         };
         states[id] = Some(state);
     }
@@ -86,7 +97,7 @@ pub fn freshness(cache: &Cache, plan: &Plan, verify: bool) -> Vec<State> {
 }
 
 /// Compares the node with the last record computed for the same logical slot.
-fn explain(cache: &Cache, plan: &Plan, id: NodeId) -> Reason {
+fn reason(cache: &Cache, plan: &Plan, id: NodeId) -> Reason {
     let node = &plan.nodes[id];
     if let Some(f) = cache.failure(&node.key) {
         return Reason::Failed { error: f.error };
@@ -105,7 +116,7 @@ fn explain(cache: &Cache, plan: &Plan, id: NodeId) -> Reason {
         };
     }
     let mut changed = Vec::new();
-    diff_json("", &record.params, &node.params, &mut changed);
+    diff_json("", &record.params, &node.params_json(), &mut changed);
     if !changed.is_empty() {
         return Reason::ParamChanged(changed);
     }

@@ -77,6 +77,16 @@ impl Cache {
         self.root.join("fingerprints.json")
     }
 
+    /// The keys that have an entry directory (complete or not).
+    pub fn entry_keys(&self) -> std::collections::HashSet<String> {
+        fs::read_dir(self.root.join("entries"))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
     /// Reads and checks the entry of `key`. `verify` also compares artifact checksums.
     pub fn lookup(&self, key: &str, verify: bool) -> Lookup {
         let dir = self.entry_dir(key);

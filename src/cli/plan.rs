@@ -14,7 +14,7 @@ pub fn run(
     verify: bool,
 ) -> Result<i32, CliError> {
     let l = load(results, manifest)?;
-    let states = freshness(&l.cache, &l.plan, verify);
+    let states = freshness(&l.cache, &l.plan, verify, explain || format == Format::Json);
     match format {
         Format::Json => {
             let nodes: Vec<_> = l
@@ -29,7 +29,7 @@ pub fn run(
                         "kind": n.kind.name(),
                         "key": n.key,
                         "label": n.label,
-                        "params": n.params,
+                        "params": n.params_json(),
                         "upstream": n.upstream,
                         "inputs": n.inputs.iter().map(|i| json!({"role": i.role, "path": i.path, "fingerprint": i.fingerprint})).collect::<Vec<_>>(),
                         "cached": *s == State::Cached,

@@ -8,7 +8,7 @@ use std::path::Path;
 
 pub fn run(results: &Path, manifest: &Path, retries: u32, verify: bool) -> Result<i32, CliError> {
     let l = load(results, manifest)?;
-    let states = freshness(&l.cache, &l.plan, verify);
+    let states = freshness(&l.cache, &l.plan, verify, false);
     let run_id = format!(
         "{}-{}",
         humantime::format_rfc3339_seconds(std::time::SystemTime::now())

@@ -6,7 +6,7 @@ use std::path::Path;
 
 pub fn run(results: &Path, manifest: &Path, all: bool) -> Result<i32, CliError> {
     let l = load(results, manifest)?;
-    let states = freshness(&l.cache, &l.plan, false);
+    let states = freshness(&l.cache, &l.plan, false, false);
     let mut counts = [0usize; 4];
     let mut lines = Vec::new();
     for (n, s) in l.plan.nodes.iter().zip(&states) {

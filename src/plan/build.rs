@@ -4,7 +4,7 @@
 //! (which reads no calibration data) shared by every calibration size and seed.
 
 use super::fingerprint::FingerprintCache;
-use super::key::node_key;
+use super::key::{canonical, node_key, object};
 use super::kind::StageKind;
 use crate::manifest::schema::{self, DefaultValue};
 use crate::manifest::{Experiment, GridPoint, MethodDef, Params};
@@ -31,7 +31,8 @@ pub struct Node {
     pub label: String,
     /// Stable logical identity (names, not content): used to explain *why* a key changed.
     pub slot: String,
-    pub params: Json,
+    /// Resolved parameters as canonical JSON text (what the key hashes; compact in memory).
+    pub params: String,
     pub upstream: Vec<NodeId>,
     pub inputs: Vec<Input>,
 }
@@ -71,6 +72,13 @@ pub struct PlanError {
     pub source: std::io::Error,
 }
 
+impl Node {
+    /// The parameters as a JSON value.
+    pub fn params_json(&self) -> Json {
+        serde_json::from_str(&self.params).expect("canonical JSON parses")
+    }
+}
+
 impl Plan {
     /// Node ids in an order where every node follows its upstream nodes (creation order).
     pub fn topological(&self) -> impl Iterator<Item = NodeId> {
@@ -106,6 +114,16 @@ struct Builder<'e> {
     by_key: HashMap<String, NodeId>,
     fingerprints: HashMap<PathBuf, String>,
     models: HashMap<(String, String), (ModelRef, DenseNodes)>,
+    dataset_specs: HashMap<String, String>,
+    stage_params: StageParams,
+}
+
+/// Canonical JSON of each configurable stage's parameters, computed once.
+struct StageParams {
+    evaluate: String,
+    retrain: String,
+    intrinsic_dimension: String,
+    finetune: String,
 }
 
 /// Expands the experiment's grid into the stage DAG.
@@ -116,6 +134,15 @@ pub fn build(exp: &Experiment, fp: &mut FingerprintCache) -> Result<Plan, PlanEr
         by_key: HashMap::new(),
         fingerprints: HashMap::new(),
         models: HashMap::new(),
+        dataset_specs: HashMap::new(),
+        stage_params: StageParams {
+            evaluate: canonical(&Json::Object(exp.stages.evaluate_params.clone())),
+            retrain: canonical(&Json::Object(exp.stages.retrain_params.clone())),
+            intrinsic_dimension: canonical(&Json::Object(
+                exp.stages.intrinsic_dimension_params.clone(),
+            )),
+            finetune: canonical(&Json::Object(exp.stages.finetune_params.clone())),
+        },
     };
     let mut points = Vec::with_capacity(exp.points.len());
     for point in &exp.points {
@@ -133,7 +160,7 @@ impl Builder<'_> {
     fn add(
         &mut self,
         kind: StageKind,
-        params: Json,
+        params: String,
         upstream: Vec<NodeId>,
         inputs: Vec<Input>,
         label: impl FnOnce() -> String,
@@ -189,10 +216,15 @@ impl Builder<'_> {
         })
     }
 
-    /// The dataset's defining parameters (its content fingerprint is an input).
-    fn dataset_spec(&self, dataset: &str) -> Json {
+    /// The dataset's defining parameters as canonical JSON (its files' fingerprint is an input).
+    fn dataset_spec(&mut self, dataset: &str) -> String {
+        if let Some(s) = self.dataset_specs.get(dataset) {
+            return s.clone();
+        }
         let d = &self.exp.datasets[dataset];
-        json!({ "kind": d.kind.name(), "options": d.params })
+        let spec = canonical(&json!({ "kind": d.kind.name(), "options": d.params }));
+        self.dataset_specs.insert(dataset.to_string(), spec.clone());
+        spec
     }
 
     fn dataset_inputs(
@@ -246,7 +278,10 @@ impl Builder<'_> {
         };
         let mut dense = PointNodes::default();
         if stages.finetune {
-            let params = json!({ "dataset": ds_spec, "train": stages.finetune_params });
+            let params = object(&[
+                ("dataset", &ds_spec),
+                ("train", &self.stage_params.finetune),
+            ]);
             let id = self.add(
                 StageKind::Finetune,
                 params,
@@ -265,7 +300,10 @@ impl Builder<'_> {
         let inputs = [mref.inputs.clone(), ds_inputs.clone()].concat();
         dense.evaluate = Some(self.add(
             StageKind::Evaluate,
-            json!({ "dataset": ds_spec, "evaluate": stages.evaluate_params }),
+            object(&[
+                ("dataset", &ds_spec),
+                ("evaluate", &self.stage_params.evaluate),
+            ]),
             up.clone(),
             inputs.clone(),
             || format!("evaluate {model}/{dataset} dense"),
@@ -274,7 +312,10 @@ impl Builder<'_> {
         if stages.intrinsic_dimension {
             dense.intrinsic_dimension = Some(self.add(
                 StageKind::IntrinsicDimension,
-                json!({ "dataset": ds_spec, "measure": stages.intrinsic_dimension_params }),
+                object(&[
+                    ("dataset", &ds_spec),
+                    ("measure", &self.stage_params.intrinsic_dimension),
+                ]),
                 up,
                 inputs,
                 || format!("intrinsic-dimension {model}/{dataset} dense"),
@@ -307,7 +348,11 @@ impl Builder<'_> {
         if method.needs_calibration {
             let id = self.add(
                 StageKind::Calibrate,
-                json!({ "dataset": ds_spec, "size": n, "seed": seed }),
+                object(&[
+                    ("dataset", &ds_spec),
+                    ("size", &n.to_string()),
+                    ("seed", &seed.to_string()),
+                ]),
                 base_up.clone(),
                 [mref.inputs.clone(), ds_inputs.clone()].concat(),
                 || format!("calibrate {m}/{d} n={n} seed={seed}"),
@@ -323,7 +368,11 @@ impl Builder<'_> {
         };
         let prune = self.add(
             StageKind::Prune,
-            json!({ "method": method.kind, "params": method.params, "sparsity": sp.to_string() }),
+            object(&[
+                ("method", &Json::from(method.kind).to_string()),
+                ("params", &canonical(&Json::Object(method.params.clone()))),
+                ("sparsity", &Json::from(sp.to_string()).to_string()),
+            ]),
             prune_up,
             mref.inputs.clone(),
             || format!("prune {m}/{d} {name}@{sp}{calib_label}"),
@@ -335,7 +384,7 @@ impl Builder<'_> {
         if stages.retrain {
             let id = self.add(
                 StageKind::Retrain,
-                json!({ "dataset": ds_spec, "train": stages.retrain_params }),
+                object(&[("dataset", &ds_spec), ("train", &self.stage_params.retrain)]),
                 vec![prune],
                 [mref.inputs.clone(), ds_inputs.clone()].concat(),
                 || format!("retrain {m}/{d} {name}@{sp}{calib_label}"),
@@ -347,7 +396,10 @@ impl Builder<'_> {
         let inputs = [mref.inputs.clone(), ds_inputs].concat();
         out.evaluate = Some(self.add(
             StageKind::Evaluate,
-            json!({ "dataset": ds_spec, "evaluate": stages.evaluate_params }),
+            object(&[
+                ("dataset", &ds_spec),
+                ("evaluate", &self.stage_params.evaluate),
+            ]),
             vec![model_node],
             inputs.clone(),
             || format!("evaluate {m}/{d} {name}@{sp}{calib_label}"),
@@ -356,7 +408,10 @@ impl Builder<'_> {
         if stages.intrinsic_dimension {
             out.intrinsic_dimension = Some(self.add(
                 StageKind::IntrinsicDimension,
-                json!({ "dataset": ds_spec, "measure": stages.intrinsic_dimension_params }),
+                object(&[
+                    ("dataset", &ds_spec),
+                    ("measure", &self.stage_params.intrinsic_dimension),
+                ]),
                 vec![model_node],
                 inputs,
                 || format!("intrinsic-dimension {m}/{d} {name}@{sp}{calib_label}"),

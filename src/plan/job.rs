@@ -52,7 +52,7 @@ impl JobSpec {
             key: node.key.clone(),
             kind: node.kind,
             label: node.label.clone(),
-            params: node.params.clone(),
+            params: node.params_json(),
             upstream: node
                 .upstream
                 .iter()

@@ -37,11 +37,44 @@ pub fn canonical_json(value: &Json, out: &mut String) {
     }
 }
 
-/// The key of a node: sha256 over kind, version, params, upstream keys and input fingerprints.
+/// Canonical JSON text of `value`.
+pub fn canonical(value: &Json) -> String {
+    let mut out = String::with_capacity(128);
+    canonical_json(value, &mut out);
+    out
+}
+
+/// Canonical JSON of an object whose values are already canonical JSON texts (keys are sorted
+/// here), so nodes can be assembled from precomputed parts without building a tree.
+pub fn object(entries: &[(&str, &str)]) -> String {
+    let mut sorted: Vec<&(&str, &str)> = entries.iter().collect();
+    sorted.sort_by_key(|(k, _)| *k);
+    let mut out = String::with_capacity(
+        entries
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 4)
+            .sum::<usize>()
+            + 2,
+    );
+    out.push('{');
+    for (i, (k, v)) in sorted.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&Json::from(*k).to_string());
+        out.push(':');
+        out.push_str(v);
+    }
+    out.push('}');
+    out
+}
+
+/// The key of a node: sha256 over kind, version, params (canonical JSON text), upstream keys
+/// and input fingerprints.
 pub fn node_key<'a>(
     kind: &str,
     version: u32,
-    params: &Json,
+    params: &str,
     upstream: impl IntoIterator<Item = &'a str>,
     inputs: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> String {
@@ -49,9 +82,7 @@ pub fn node_key<'a>(
     h.field(b"orchestrate-node-v1")
         .field(kind.as_bytes())
         .field(&version.to_le_bytes());
-    let mut buf = String::with_capacity(256);
-    canonical_json(params, &mut buf);
-    h.field(buf.as_bytes());
+    h.field(params.as_bytes());
     for key in upstream {
         h.field(b"upstream").field(key.as_bytes());
     }
@@ -76,16 +107,25 @@ mod tests {
     }
 
     #[test]
-    fn key_separates_fields() {
-        let p = json!({});
-        assert_ne!(
-            node_key("ab", 1, &p, ["c"], []),
-            node_key("a", 1, &p, ["bc"], [])
-        );
-        assert_ne!(node_key("a", 1, &p, [], []), node_key("a", 2, &p, [], []));
+    fn object_matches_canonical_json() {
+        let inner = canonical(&json!({"z": 1, "a": [2]}));
         assert_eq!(
-            node_key("a", 1, &json!({"x": 1, "y": 2}), [], []),
-            node_key("a", 1, &json!({"y": 2, "x": 1}), [], [])
+            object(&[("b", "true"), ("a", &inner)]),
+            canonical(&json!({"b": true, "a": {"a": [2], "z": 1}}))
+        );
+    }
+
+    #[test]
+    fn key_separates_fields() {
+        let p = "{}";
+        assert_ne!(
+            node_key("ab", 1, p, ["c"], []),
+            node_key("a", 1, p, ["bc"], [])
+        );
+        assert_ne!(node_key("a", 1, p, [], []), node_key("a", 2, p, [], []));
+        assert_eq!(
+            node_key("a", 1, &canonical(&json!({"x": 1, "y": 2})), [], []),
+            node_key("a", 1, &canonical(&json!({"y": 2, "x": 1})), [], [])
         );
     }
 }
