@@ -801,13 +801,16 @@ impl Cx<'_> {
         // Cartesian product over factors (a zip group is one factor).
         let mut points: Vec<BTreeMap<&str, AxisValue>> = vec![BTreeMap::new()];
         for group in &groups {
-            let len = axes[group[0]].len();
-            let mut next = Vec::with_capacity(points.len() * len);
+            // The factor's rows: one assignment of every axis in the group per position.
+            let rows: Vec<Vec<(&str, &AxisValue)>> = (0..axes[group[0]].len())
+                .map(|i| group.iter().map(|&axis| (axis, &axes[axis][i].0)).collect())
+                .collect();
+            let mut next = Vec::with_capacity(points.len() * rows.len());
             for p in &points {
-                for i in 0..len {
+                for row in &rows {
                     let mut q = p.clone();
-                    for &axis in group {
-                        q.insert(axis, axes[axis][i].0.clone());
+                    for &(axis, value) in row {
+                        q.insert(axis, value.clone());
                     }
                     next.push(q);
                 }
@@ -1034,10 +1037,8 @@ impl Cx<'_> {
         let mut factors: Vec<Vec<&'static str>> = Vec::new();
         for &axis in AXES {
             if let Some(g) = zipped.iter().find(|g| g.contains(&axis)) {
-                if g[0] == axis || !factors.iter().any(|f| f.contains(&axis)) {
-                    if !factors.contains(g) {
-                        factors.push(g.clone());
-                    }
+                if !factors.contains(g) {
+                    factors.push(g.clone());
                 }
             } else {
                 factors.push(vec![axis]);

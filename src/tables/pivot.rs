@@ -31,7 +31,7 @@ pub fn render(rows: &[Row], format: PivotFormat) -> String {
                     .iter()
                     .filter(|r| {
                         &r.dataset == d
-                            && &label(r, several_sizes) == &(method.clone(), sparsity.clone())
+                            && label(r, several_sizes) == (method.clone(), sparsity.clone())
                             && r.status == RowStatus::Done
                     })
                     .filter_map(|r| r.top1)
