@@ -6,6 +6,7 @@
 //! 3. per-stage scheduling overhead: child process start to record published, minus the stage's
 //!    own work, over a run of simulated stages that do no work.
 
+use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -60,18 +61,17 @@ fn measure(args: &[&str], results: &Path, env: &[(&str, &str)]) -> (f64, f64, St
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // Read the pipes on threads so a chatty child cannot block, then reap it with its rusage.
     let mut child = child;
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut out, &mut s).ok();
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut err, &mut s).ok();
-        s
-    });
+    let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            pipe.read_to_string(&mut s).ok();
+            s
+        })
+    };
+    let t_out = drain(Box::new(out));
+    let t_err = drain(Box::new(err));
     unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let seconds = clock.elapsed().as_secs_f64();
     let stdout = t_out.join().unwrap();

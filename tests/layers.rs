@@ -9,7 +9,12 @@ fn sources(dir: &str) -> Vec<(String, String)> {
         .into_iter()
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "rs"))
-        .map(|e| (e.path().display().to_string(), std::fs::read_to_string(e.path()).unwrap()))
+        .map(|e| {
+            (
+                e.path().display().to_string(),
+                std::fs::read_to_string(e.path()).unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -17,19 +22,50 @@ fn sources(dir: &str) -> Vec<(String, String)> {
 fn layers_import_only_what_they_may() {
     let rules: &[(&str, &[&str])] = &[
         ("util", &["crate::", "tch::"]),
-        ("manifest", &["tch::", "crate::plan", "crate::cache", "crate::exec", "crate::stages", "crate::cli"]),
-        ("plan", &["tch::", "crate::cache", "crate::exec", "crate::stages", "crate::cli"]),
-        ("cache", &["tch::", "crate::exec", "crate::stages", "crate::cli"]),
-        ("exec", &["tch::", "crate::stages", "crate::cli", "crate::tables"]),
+        (
+            "manifest",
+            &[
+                "tch::",
+                "crate::plan",
+                "crate::cache",
+                "crate::exec",
+                "crate::stages",
+                "crate::cli",
+            ],
+        ),
+        (
+            "plan",
+            &[
+                "tch::",
+                "crate::cache",
+                "crate::exec",
+                "crate::stages",
+                "crate::cli",
+            ],
+        ),
+        (
+            "cache",
+            &["tch::", "crate::exec", "crate::stages", "crate::cli"],
+        ),
+        (
+            "exec",
+            &["tch::", "crate::stages", "crate::cli", "crate::tables"],
+        ),
         ("report", &["tch::", "crate::stages", "crate::cli"]),
-        ("tables", &["tch::", "crate::exec", "crate::stages", "crate::cli"]),
+        (
+            "tables",
+            &["tch::", "crate::exec", "crate::stages", "crate::cli"],
+        ),
         ("stages", &["crate::exec", "crate::report", "crate::cli"]),
     ];
     let mut violations = Vec::new();
     for (dir, forbidden) in rules {
         for (path, text) in sources(dir) {
             for word in *forbidden {
-                if text.lines().any(|l| !l.trim_start().starts_with("//") && l.contains(word)) {
+                if text
+                    .lines()
+                    .any(|l| !l.trim_start().starts_with("//") && l.contains(word))
+                {
                     violations.push(format!("{path} uses `{word}`"));
                 }
             }

@@ -298,30 +298,10 @@ impl Builder<'_> {
         }
         let up: Vec<NodeId> = mref.finetune.into_iter().collect();
         let inputs = [mref.inputs.clone(), ds_inputs.clone()].concat();
-        dense.evaluate = Some(self.add(
-            StageKind::Evaluate,
-            object(&[
-                ("dataset", &ds_spec),
-                ("evaluate", &self.stage_params.evaluate),
-            ]),
-            up.clone(),
-            inputs.clone(),
-            || format!("evaluate {model}/{dataset} dense"),
-            || format!("evaluate|{model}|{dataset}|dense"),
-        ));
-        if stages.intrinsic_dimension {
-            dense.intrinsic_dimension = Some(self.add(
-                StageKind::IntrinsicDimension,
-                object(&[
-                    ("dataset", &ds_spec),
-                    ("measure", &self.stage_params.intrinsic_dimension),
-                ]),
-                up,
-                inputs,
-                || format!("intrinsic-dimension {model}/{dataset} dense"),
-                || format!("intrinsic-dimension|{model}|{dataset}|dense"),
-            ));
-        }
+        let what = format!("{model}/{dataset} dense");
+        let slot = format!("{model}|{dataset}|dense");
+        (dense.evaluate, dense.intrinsic_dimension) =
+            self.measure(&ds_spec, up, inputs, &what, &slot);
         let dn = DenseNodes {
             model: model.to_string(),
             dataset: dataset.to_string(),
@@ -394,31 +374,47 @@ impl Builder<'_> {
             model_node = id;
         }
         let inputs = [mref.inputs.clone(), ds_inputs].concat();
-        out.evaluate = Some(self.add(
+        let what = format!("{m}/{d} {name}@{sp}{calib_label}");
+        let slot = format!("{m}|{d}|{name}|{sp}|{calib_label}");
+        (out.evaluate, out.intrinsic_dimension) =
+            self.measure(&ds_spec, vec![model_node], inputs, &what, &slot);
+        Ok(out)
+    }
+
+    /// The evaluation of a model node (and its intrinsic-dimension measurement when enabled).
+    fn measure(
+        &mut self,
+        ds_spec: &str,
+        upstream: Vec<NodeId>,
+        inputs: Vec<Input>,
+        what: &str,
+        slot: &str,
+    ) -> (Option<NodeId>, Option<NodeId>) {
+        let evaluate = self.add(
             StageKind::Evaluate,
             object(&[
-                ("dataset", &ds_spec),
+                ("dataset", ds_spec),
                 ("evaluate", &self.stage_params.evaluate),
             ]),
-            vec![model_node],
+            upstream.clone(),
             inputs.clone(),
-            || format!("evaluate {m}/{d} {name}@{sp}{calib_label}"),
-            || format!("evaluate|{m}|{d}|{name}|{sp}|{calib_label}"),
-        ));
-        if stages.intrinsic_dimension {
-            out.intrinsic_dimension = Some(self.add(
+            || format!("evaluate {what}"),
+            || format!("evaluate|{slot}"),
+        );
+        let intrinsic_dimension = self.exp.stages.intrinsic_dimension.then(|| {
+            self.add(
                 StageKind::IntrinsicDimension,
                 object(&[
-                    ("dataset", &ds_spec),
+                    ("dataset", ds_spec),
                     ("measure", &self.stage_params.intrinsic_dimension),
                 ]),
-                vec![model_node],
+                upstream,
                 inputs,
-                || format!("intrinsic-dimension {m}/{d} {name}@{sp}{calib_label}"),
-                || format!("intrinsic-dimension|{m}|{d}|{name}|{sp}|{calib_label}"),
-            ));
-        }
-        Ok(out)
+                || format!("intrinsic-dimension {what}"),
+                || format!("intrinsic-dimension|{slot}"),
+            )
+        });
+        (Some(evaluate), intrinsic_dimension)
     }
 }
 
