@@ -60,17 +60,6 @@ pub enum Event {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Outcome {
-    Cached,
-    Done,
-    Failed,
-    Skipped,
-    /// Not started because the run was interrupted.
-    NotRun,
-}
-
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunSummary {
     pub cached: usize,

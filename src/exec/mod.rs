@@ -15,6 +15,6 @@ pub mod scheduler;
 pub mod signals;
 pub mod slots;
 
-pub use event::{Event, Outcome, RunSummary};
+pub use event::{Event, RunSummary};
 pub use scheduler::{RunOptions, run};
 pub use slots::{Slot, slots};

@@ -310,7 +310,7 @@ impl Cx<'_> {
                     None
                 }
             }
-            ParamType::StrList | ParamType::IntList => {
+            ParamType::StrList => {
                 let Value::Array(items) = &node.value else {
                     self.d.error(
                         &node.span,
@@ -327,12 +327,7 @@ impl Cx<'_> {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
                     let p = format!("{path}[{i}]");
-                    let v = if matches!(spec.ty, ParamType::StrList) {
-                        self.string(item, &p).map(Json::from)
-                    } else {
-                        self.integer(item, &p, 0, i64::MAX).map(Json::from)
-                    };
-                    out.extend(v);
+                    out.extend(self.string(item, &p).map(Json::from));
                 }
                 (out.len() == items.len()).then_some(Json::Array(out))
             }

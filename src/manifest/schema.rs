@@ -24,8 +24,6 @@ pub enum ParamType {
     Str,
     /// A list of strings (class names, templates, ...).
     StrList,
-    /// A list of non-negative integers (explicit index lists).
-    IntList,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -80,11 +80,6 @@ impl Node {
 }
 
 impl Plan {
-    /// Node ids in an order where every node follows its upstream nodes (creation order).
-    pub fn topological(&self) -> impl Iterator<Item = NodeId> {
-        0..self.nodes.len()
-    }
-
     /// For each node, the nodes that read its output.
     pub fn dependents(&self) -> Vec<Vec<NodeId>> {
         let mut out = vec![Vec::new(); self.nodes.len()];
@@ -315,7 +310,7 @@ impl Builder<'_> {
         let mref = self.model(&p.model, &p.dataset, fp)?;
         let ds_inputs = self.dataset_inputs(&p.dataset, fp)?;
         let ds_spec = self.dataset_spec(&p.dataset);
-        let method = resolve_method(self.exp, p);
+        let mut method = resolve_method(self.exp, p);
         let mut out = PointNodes {
             finetune: mref.finetune,
             ..Default::default()
@@ -350,7 +345,10 @@ impl Builder<'_> {
             StageKind::Prune,
             object(&[
                 ("method", &Json::from(method.kind).to_string()),
-                ("params", &canonical(&Json::Object(method.params.clone()))),
+                (
+                    "params",
+                    &canonical(&Json::Object(std::mem::take(&mut method.params))),
+                ),
                 ("sparsity", &Json::from(sp.to_string()).to_string()),
             ]),
             prune_up,

@@ -76,12 +76,4 @@ impl JobSpec {
             threads,
         }
     }
-
-    /// The upstream key of a given kind, if any.
-    pub fn upstream_of(&self, kind: StageKind) -> Option<&str> {
-        self.upstream
-            .iter()
-            .find(|u| u.kind == kind)
-            .map(|u| u.key.as_str())
-    }
 }

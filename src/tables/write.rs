@@ -5,29 +5,6 @@ use crate::util::fsx;
 use polars::prelude::*;
 use std::path::{Path, PathBuf};
 
-/// Column names of the main table, in order. Bump [`SCHEMA_VERSION`] when they change.
-pub const COLUMNS: &[&str] = &[
-    "model",
-    "dataset",
-    "method",
-    "sparsity",
-    "target_sparsity",
-    "calibration_size",
-    "seed",
-    "status",
-    "top1",
-    "top5",
-    "n_eval",
-    "achieved_sparsity",
-    "prune_seconds",
-    "eval_seconds",
-    "retrain_best_top1",
-    "retrain_last_top1",
-    "failed_stage",
-    "log",
-];
-pub const SCHEMA_VERSION: u32 = 1;
-
 pub fn to_dataframe(rows: &[Row]) -> PolarsResult<DataFrame> {
     fn col<T>(name: &str, rows: &[Row], f: impl Fn(&Row) -> T) -> Column
     where
