@@ -18,6 +18,10 @@ export PATH := $(VIRTUAL_ENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 
 STAMP := $(VENV)/.torch-$(TORCH_VERSION)
+# The reference implementation the tests compare against (the version the seed papers ran).
+TEST_DEPS := transformers==4.47.1 pillow numpy safetensors
+TEST_STAMP := $(VENV)/.test-deps-transformers-4.47.1
+DEMO_MODEL := experiments/models/tiny-clip
 
 .PHONY: setup build demo test bench lint fmt clean
 
@@ -32,21 +36,25 @@ $(STAMP):
 build: $(STAMP)
 	$(CARGO) build --release --locked
 
+$(TEST_STAMP): $(STAMP)
+	$(VENV)/bin/pip install --quiet $(TEST_DEPS)
+	touch $@
+
 demo: build
-	@test -f experiments/demo.toml || { echo "experiments/demo.toml arrives with the CLIP, dataset and evaluation stages; this build has the orchestration core only" >&2; exit 1; }
+	$(BIN) init-model $(DEMO_MODEL) --preset tiny --seed 0
 	$(BIN) plan experiments/demo.toml
 	$(BIN) run experiments/demo.toml
 	$(BIN) table experiments/demo.toml --pivot md
 
 # Tests run in the release profile (one profile: polars compiles once) with the test-only
 # simulated stages that the scheduler tests drive through the real binary.
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(CARGO) test --release --locked --features test-stages
 	@# Restore the shipped binary (the tests build it with the simulated stages).
 	$(CARGO) build --release --locked
 
-bench: $(STAMP)
-	$(CARGO) bench --locked --features test-stages --bench core
+bench: $(TEST_STAMP)
+	$(CARGO) bench --locked --features test-stages --bench core --bench clip
 
 lint: $(STAMP)
 	$(CARGO) fmt --check

@@ -12,10 +12,13 @@
 //! Data flows one way: manifest → plan (keys) → freshness → executor (child process per stage)
 //! → cache entries → tables.
 
+pub mod analysis;
 pub mod cache;
 pub mod cli;
+pub mod data;
 pub mod exec;
 pub mod manifest;
+pub mod model;
 pub mod plan;
 pub mod report;
 pub mod stages;

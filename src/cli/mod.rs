@@ -2,6 +2,7 @@
 //! stages together. One file per subcommand.
 
 mod gc;
+mod init_model;
 mod plan;
 mod run;
 mod stage;
@@ -94,6 +95,19 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Write a new randomly initialised CLIP model (HF layout, with a tokenizer built for the
+    /// project's prompts): the demo's tiny model, or an OpenAI architecture for benchmarks.
+    InitModel {
+        /// Directory to create.
+        dir: PathBuf,
+        #[arg(long, default_value = "tiny", value_parser = clap::builder::PossibleValuesParser::new(crate::model::create::PRESETS))]
+        preset: String,
+        #[arg(long, default_value_t = 0)]
+        seed: i64,
+        /// Replace an existing model in DIR.
+        #[arg(long)]
+        force: bool,
+    },
     /// Compute one stage from a job spec (what `run` starts per stage; cluster backends call it too).
     Stage { job: PathBuf },
 }
@@ -118,6 +132,8 @@ pub enum CliError {
     Plan(#[from] PlanError),
     #[error("{0}")]
     Stage(#[from] StageError),
+    #[error("{0}")]
+    Model(#[from] crate::model::ModelError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -129,7 +145,7 @@ pub enum CliError {
 impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::Manifest(_) | CliError::Plan(_) => exit::BAD_INPUT,
+            CliError::Manifest(_) | CliError::Plan(_) | CliError::Model(_) => exit::BAD_INPUT,
             CliError::Stage(StageError::BadJob { .. }) => exit::BAD_INPUT,
             CliError::Stage(_) => exit::STAGE_FAILED,
             CliError::Io { .. } => exit::INTERNAL,
@@ -172,6 +188,12 @@ pub fn main(cli: Cli) -> Result<i32, CliError> {
         Command::Status { manifest, all } => status::run(&results, &manifest, all),
         Command::Table { manifest, pivot } => table::run(&results, &manifest, pivot),
         Command::Gc { manifests, dry_run } => gc::run(&results, &manifests, dry_run),
+        Command::InitModel {
+            dir,
+            preset,
+            seed,
+            force,
+        } => init_model::run(&dir, &preset, seed, force),
         Command::Stage { job } => stage::run(&job),
     }
 }

@@ -11,6 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The grid axes, in expansion (nesting) order.
+/// The internal method name of a dense-only grid's points.
+const DENSE: &str = "dense";
+
 pub const AXES: &[&str] = &[
     "model",
     "dataset",
@@ -103,6 +106,15 @@ impl Cx<'_> {
         if let Some(points) = &grid {
             self.resolve_model_inputs(top, &mut models, points);
         }
+        // A dense-only grid keeps its (model, dataset) pairs and has no pruning points.
+        let (grid, dense_pairs) = match grid {
+            Some(points) if points.iter().all(|p| p.method == DENSE) => {
+                let pairs: BTreeSet<(String, String)> =
+                    points.into_iter().map(|p| (p.model, p.dataset)).collect();
+                (Some(vec![]), pairs.into_iter().collect())
+            }
+            other => (other, vec![]),
+        };
         let methods = methods.into_iter().map(|(k, (_, m))| (k, m)).collect();
         Some(Experiment {
             name: name?,
@@ -113,6 +125,7 @@ impl Cx<'_> {
             datasets: datasets.into_iter().map(|(k, (_, d))| (k, d)).collect(),
             methods,
             points: grid?,
+            dense_pairs,
             stages,
             resources,
         })
@@ -522,12 +535,13 @@ impl Cx<'_> {
             DatasetKind::Retrieval => schema::DATASET_RETRIEVAL_PARAMS,
             DatasetKind::ImageFolder => &[],
         };
-        let params = self.params(
+        let mut params = self.params(
             t,
             path,
             &[schema::DATASET_COMMON_PARAMS, extra],
             &["kind", "path", "hf"],
         );
+        self.dataset_defaults(entry, t, path, kind, &mut params);
         let resolved = match (&source, kind) {
             (Some(_), DatasetKind::Synthetic) => {
                 self.d.error(
@@ -565,6 +579,52 @@ impl Cx<'_> {
             resolved,
             params,
         })
+    }
+
+    /// Fills what a known dataset implies (its built-in prompts, the split and columns of its HF
+    /// copy) where the manifest is silent, and checks that every dataset can name its classes.
+    fn dataset_defaults(
+        &mut self,
+        entry: &Entry,
+        t: &Table,
+        path: &str,
+        kind: DatasetKind,
+        params: &mut Params,
+    ) {
+        let prompts = match params.get("prompts").and_then(|v| v.as_str()) {
+            Some(p) => Some(p.to_string()),
+            None => schema::known_dataset(&entry.key).map(|k| k.name.to_string()),
+        };
+        if let Some(name) = &prompts {
+            params.insert("prompts".into(), Json::from(name.clone()));
+            let known = schema::known_dataset(name).expect("prompts names a known dataset");
+            for (key, value) in [
+                ("split", known.split),
+                ("image_column", known.image_column),
+                ("label_column", known.label_column),
+            ] {
+                if t.get(key).is_none() && params.contains_key(key) {
+                    params.insert(key.into(), Json::from(value));
+                }
+            }
+        }
+        let names_classes = prompts.is_some()
+            || params.contains_key("classnames")
+            || matches!(
+                kind,
+                DatasetKind::ImageFolder | DatasetKind::Synthetic | DatasetKind::Retrieval
+            );
+        if !names_classes {
+            self.d.error_hint(
+                &entry.key_span,
+                path,
+                format!("dataset `{}` has no class names", entry.key),
+                format!(
+                    "add `classnames = [...]` (and `templates`), or `prompts = \"NAME\"` with NAME one of: {}",
+                    schema::KNOWN_DATASET_NAMES.join(", ")
+                ),
+            );
+        }
     }
 
     fn method(&mut self, entry: &Entry, t: &Table, path: &str) -> Option<MethodDef> {
@@ -737,6 +797,7 @@ impl Cx<'_> {
             methods,
         };
 
+        let dense_only = t.get("method").is_none() && t.get("sparsity").is_none();
         // Each axis: its values with their spans.
         let mut axes: BTreeMap<&str, Vec<(AxisValue, Span)>> = BTreeMap::new();
         let mut ok = true;
@@ -766,6 +827,17 @@ impl Cx<'_> {
                     }
                     ok &= !values.is_empty();
                     values
+                }
+                // A grid without `method` and `sparsity` evaluates (and fine-tunes) the dense
+                // models only.
+                None if dense_only && axis == "method" => {
+                    vec![(AxisValue::Name(DENSE.into()), entry.key_span.clone())]
+                }
+                None if dense_only && axis == "sparsity" => {
+                    vec![(
+                        AxisValue::Sparsity(Sparsity::Fraction(0.0)),
+                        entry.key_span.clone(),
+                    )]
                 }
                 None => match axis {
                     "calibration_size" => vec![(AxisValue::Int(250), entry.key_span.clone())],

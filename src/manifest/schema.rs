@@ -352,6 +352,15 @@ pub const FINETUNE_PARAMS: &[ParamSpec] = &[
         DefaultValue::Int(500),
         "linear warm-up steps before the cosine decay",
     ),
+    p(
+        "seed",
+        ParamType::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        DefaultValue::Int(0),
+        "seed of the sample order",
+    ),
 ];
 
 /// Options every dataset kind takes.
@@ -380,7 +389,71 @@ pub const DATASET_COMMON_PARAMS: &[ParamSpec] = &[
         DefaultValue::Derived,
         "prompt templates with `{c}`; default: the built-in list",
     ),
+    p(
+        "prompts",
+        ParamType::Choice(KNOWN_DATASET_NAMES),
+        DefaultValue::Derived,
+        "built-in class names and templates to use; default: the dataset's own name when it is one of the 12 known datasets",
+    ),
 ];
+
+/// A dataset of the spec's table (clip.md §10) with its built-in class names and templates, and
+/// the split and columns of its Hugging Face parquet copy.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownDataset {
+    pub name: &'static str,
+    pub split: &'static str,
+    pub image_column: &'static str,
+    pub label_column: &'static str,
+}
+
+const fn known(
+    name: &'static str,
+    split: &'static str,
+    image_column: &'static str,
+    label_column: &'static str,
+) -> KnownDataset {
+    KnownDataset {
+        name,
+        split,
+        image_column,
+        label_column,
+    }
+}
+
+pub const KNOWN_DATASETS: &[KnownDataset] = &[
+    known("mnist", "test", "image", "label"),
+    known("svhn", "test", "image", "label"),
+    known("cifar10", "test", "img", "label"),
+    known("cifar100", "test", "img", "fine_label"),
+    known("cars", "test", "image", "label"),
+    known("gtsrb", "test", "image", "label"),
+    known("flowers102", "test", "image", "label"),
+    known("food101", "validation", "image", "label"),
+    known("eurosat", "test", "image", "label"),
+    known("sun397", "test", "image", "label"),
+    known("resisc45", "test", "image", "label"),
+    known("dtd", "test", "image", "label"),
+];
+
+pub const KNOWN_DATASET_NAMES: &[&str] = &[
+    "mnist",
+    "svhn",
+    "cifar10",
+    "cifar100",
+    "cars",
+    "gtsrb",
+    "flowers102",
+    "food101",
+    "eurosat",
+    "sun397",
+    "resisc45",
+    "dtd",
+];
+
+pub fn known_dataset(name: &str) -> Option<&'static KnownDataset> {
+    KNOWN_DATASETS.iter().find(|k| k.name == name)
+}
 
 /// Extra options of `hf-parquet` datasets.
 pub const DATASET_PARQUET_PARAMS: &[ParamSpec] = &[

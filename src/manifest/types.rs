@@ -21,6 +21,8 @@ pub struct Experiment {
     pub datasets: BTreeMap<String, DatasetDef>,
     pub methods: BTreeMap<String, MethodDef>,
     pub points: Vec<GridPoint>,
+    /// (model, dataset) pairs of a grid without `method`/`sparsity`: dense stages only.
+    pub dense_pairs: Vec<(String, String)>,
     pub stages: StageSettings,
     pub resources: Resources,
 }

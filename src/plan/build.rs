@@ -143,6 +143,9 @@ pub fn build(exp: &Experiment, fp: &mut FingerprintCache) -> Result<Plan, PlanEr
     for point in &exp.points {
         points.push(b.point(point, fp)?);
     }
+    for (model, dataset) in &exp.dense_pairs {
+        b.model(model, dataset, fp)?;
+    }
     let mut plan = b.plan;
     plan.points = points;
     let mut dense: Vec<DenseNodes> = b.models.into_values().map(|(_, d)| d).collect();

@@ -5,6 +5,9 @@
 //! A stage runs in its own child process (`orchestrate stage <job.json>`), so a crash, an OOM
 //! or a libtorch abort fails that node only.
 
+pub mod context;
+pub mod evaluate;
+pub mod finetune;
 #[cfg(feature = "test-stages")]
 pub mod simulated;
 
@@ -35,6 +38,12 @@ pub enum StageError {
     },
     #[error(transparent)]
     Cache(#[from] CacheError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
     #[error("{0}")]
     Failed(String),
 }
@@ -124,11 +133,14 @@ fn dispatch(
     if simulated::is_simulated(job) {
         return simulated::run(job, cache, builder);
     }
-    let _ = (cache, builder);
-    Err(StageError::Unavailable {
-        kind: job.kind,
-        version: env!("CARGO_PKG_VERSION"),
-    })
+    match job.kind {
+        StageKind::Evaluate => evaluate::run(job, cache, builder),
+        StageKind::Finetune => finetune::run(job, cache, builder),
+        kind => Err(StageError::Unavailable {
+            kind,
+            version: env!("CARGO_PKG_VERSION"),
+        }),
+    }
 }
 
 fn unix_now() -> f64 {

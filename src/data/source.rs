@@ -1,0 +1,365 @@
+//! Image-classification splits: Hugging Face parquet shards (an image struct with PNG/JPEG
+//! `bytes` + an integer label column), ImageFolder directories (one sub-directory per class) and
+//! the synthetic generator, behind one indexable [`ImageSet`].
+//!
+//! Parquet splits are found the way the Hub lays them out: a file `…/<split>-NNNNN-of-NNNNN.parquet`
+//! or `…/<split>.parquet`, or any file under a directory named `<split>`. The encoded bytes of a
+//! split are held in memory; decoding happens per batch, in parallel.
+
+use super::DataError;
+use super::preprocess::decode;
+use super::synthetic::Synthetic;
+use image::RgbImage;
+use polars::prelude::*;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSpec {
+    Parquet {
+        dir: PathBuf,
+        image_column: String,
+        label_column: String,
+    },
+    Folder {
+        dir: PathBuf,
+    },
+    Synthetic {
+        generator: Synthetic,
+        train_size: usize,
+        test_size: usize,
+    },
+}
+
+enum Items {
+    Parquet {
+        files: Vec<PathBuf>,
+        /// (file index, row within the file) per item.
+        rows: Vec<(u32, u32)>,
+        bytes: Vec<Vec<u8>>,
+    },
+    Folder {
+        paths: Vec<PathBuf>,
+    },
+    Synthetic {
+        generator: Synthetic,
+        split: String,
+    },
+}
+
+/// One split of a classification dataset.
+pub struct ImageSet {
+    items: Items,
+    labels: Vec<i64>,
+    /// Class names the data itself carries (folder names, generator names).
+    pub found_classnames: Option<Vec<String>>,
+    /// Where the split lives, for messages.
+    pub origin: PathBuf,
+}
+
+impl ImageSet {
+    pub fn open(spec: &SourceSpec, split: &str) -> Result<ImageSet, DataError> {
+        match spec {
+            SourceSpec::Parquet {
+                dir,
+                image_column,
+                label_column,
+            } => open_parquet(dir, split, image_column, label_column),
+            SourceSpec::Folder { dir } => open_folder(dir, split),
+            SourceSpec::Synthetic {
+                generator,
+                train_size,
+                test_size,
+            } => {
+                let n = if split == "train" {
+                    *train_size
+                } else {
+                    *test_size
+                };
+                Ok(ImageSet {
+                    labels: (0..n).map(|i| generator.label(i) as i64).collect(),
+                    found_classnames: Some(generator.classnames()),
+                    origin: PathBuf::from(format!("synthetic:{split}")),
+                    items: Items::Synthetic {
+                        generator: generator.clone(),
+                        split: split.to_string(),
+                    },
+                })
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn label(&self, i: usize) -> i64 {
+        self.labels[i]
+    }
+
+    pub fn labels(&self) -> &[i64] {
+        &self.labels
+    }
+
+    /// Where item `i` comes from: (file, row).
+    pub fn locate(&self, i: usize) -> (PathBuf, usize) {
+        match &self.items {
+            Items::Parquet { files, rows, .. } => {
+                let (f, r) = rows[i];
+                (files[f as usize].clone(), r as usize)
+            }
+            Items::Folder { paths } => (paths[i].clone(), 0),
+            Items::Synthetic { .. } => (self.origin.clone(), i),
+        }
+    }
+
+    /// Item `i` decoded to 8-bit RGB.
+    pub fn image(&self, i: usize) -> Result<RgbImage, DataError> {
+        match &self.items {
+            Items::Parquet { bytes, .. } => decode(&bytes[i]).map_err(|reason| {
+                let (path, row) = self.locate(i);
+                DataError::Row { path, row, reason }
+            }),
+            Items::Folder { paths } => {
+                let bytes = std::fs::read(&paths[i]).map_err(|e| DataError::Io {
+                    path: paths[i].clone(),
+                    reason: e.to_string(),
+                })?;
+                decode(&bytes).map_err(|reason| DataError::Invalid {
+                    path: paths[i].clone(),
+                    reason,
+                })
+            }
+            Items::Synthetic { generator, split } => Ok(generator.image(split, i)),
+        }
+    }
+
+    /// Every label must be a class index in `0..classes`.
+    pub fn check_labels(&self, classes: usize) -> Result<(), DataError> {
+        match self
+            .labels
+            .iter()
+            .position(|&l| l < 0 || l as usize >= classes)
+        {
+            None => Ok(()),
+            Some(i) => {
+                let (path, row) = self.locate(i);
+                Err(DataError::Row {
+                    path,
+                    row,
+                    reason: format!(
+                        "label {} is out of range for {classes} classes",
+                        self.labels[i]
+                    ),
+                })
+            }
+        }
+    }
+}
+
+/// The split a parquet file belongs to, by HF naming.
+fn parquet_split(dir: &Path, file: &Path) -> Option<String> {
+    let stem = file.file_stem()?.to_str()?;
+    let by_name = match stem.split_once('-') {
+        Some((s, rest)) if rest.chars().next().is_some_and(|c| c.is_ascii_digit()) => s,
+        _ => stem,
+    };
+    let rel = file.strip_prefix(dir).ok()?;
+    let parents: Vec<String> = rel
+        .parent()
+        .map(|p| {
+            p.components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    // A directory named after a split wins (e.g. `train/0000.parquet`).
+    for p in parents.iter().rev() {
+        if ["train", "test", "validation", "val", "valid"].contains(&p.as_str()) {
+            return Some(p.clone());
+        }
+    }
+    Some(by_name.to_string())
+}
+
+fn open_parquet(
+    dir: &Path,
+    split: &str,
+    image_column: &str,
+    label_column: &str,
+) -> Result<ImageSet, DataError> {
+    let mut all: Vec<(String, PathBuf)> = walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+        .filter_map(|e| parquet_split(dir, e.path()).map(|s| (s, e.path().to_path_buf())))
+        .collect();
+    all.sort_by(|a, b| a.1.cmp(&b.1));
+    let files: Vec<PathBuf> = all
+        .iter()
+        .filter(|(s, _)| s == split)
+        .map(|(_, p)| p.clone())
+        .collect();
+    if files.is_empty() {
+        let found: BTreeSet<&str> = all.iter().map(|(s, _)| s.as_str()).collect();
+        return Err(DataError::Invalid {
+            path: dir.to_path_buf(),
+            reason: if found.is_empty() {
+                "no parquet files".to_string()
+            } else {
+                format!(
+                    "no split `{split}` (found: {}); set `split`/`train_split` in the dataset's manifest entry",
+                    found.into_iter().collect::<Vec<_>>().join(", ")
+                )
+            },
+        });
+    }
+    let mut rows = Vec::new();
+    let mut bytes = Vec::new();
+    let mut labels = Vec::new();
+    for (fi, file) in files.iter().enumerate() {
+        let bad = |reason: String| DataError::Invalid {
+            path: file.clone(),
+            reason,
+        };
+        let open = || {
+            std::fs::File::open(file).map_err(|e| DataError::Io {
+                path: file.clone(),
+                reason: e.to_string(),
+            })
+        };
+        let schema = ParquetReader::new(open()?)
+            .schema()
+            .map_err(|e| bad(format!("not a readable parquet file ({e})")))?;
+        for col in [image_column, label_column] {
+            if schema.get(col).is_none() {
+                let names: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
+                return Err(bad(format!(
+                    "no column `{col}` (columns: {}); set `image_column`/`label_column` in the dataset's manifest entry",
+                    names.join(", ")
+                )));
+            }
+        }
+        let df = ParquetReader::new(open()?)
+            .with_columns(Some(vec![
+                image_column.to_string(),
+                label_column.to_string(),
+            ]))
+            .finish()
+            .map_err(|e| bad(format!("cannot read ({e})")))?;
+        let images = df
+            .column(image_column)
+            .and_then(|c| c.struct_().cloned())
+            .and_then(|s| s.field_by_name("bytes"))
+            .map_err(|_| {
+                bad(format!(
+                    "column `{image_column}` is not an image struct with a `bytes` field"
+                ))
+            })?;
+        let images = images
+            .binary()
+            .map_err(|_| bad(format!("`{image_column}.bytes` is not binary")))?;
+        let label = df
+            .column(label_column)
+            .and_then(|c| c.cast(&DataType::Int64))
+            .map_err(|_| bad(format!("column `{label_column}` is not an integer label")))?;
+        let label = label
+            .i64()
+            .map_err(|_| bad(format!("column `{label_column}` is not an integer label")))?;
+        for row in 0..df.height() {
+            let (img, lab) = (images.get(row), label.get(row));
+            let cell = |what: &str| DataError::Row {
+                path: file.clone(),
+                row,
+                reason: format!("{what} is null"),
+            };
+            bytes.push(img.ok_or_else(|| cell(image_column))?.to_vec());
+            labels.push(lab.ok_or_else(|| cell(label_column))?);
+            rows.push((fi as u32, row as u32));
+        }
+    }
+    Ok(ImageSet {
+        items: Items::Parquet { files, rows, bytes },
+        labels,
+        found_classnames: None,
+        origin: dir.to_path_buf(),
+    })
+}
+
+const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"];
+
+/// `dir/<split>/<class>/*` when `dir/<split>` exists, else `dir/<class>/*`; classes sorted by
+/// name (torchvision's rule), label = index.
+fn open_folder(dir: &Path, split: &str) -> Result<ImageSet, DataError> {
+    let root = if dir.join(split).is_dir() {
+        dir.join(split)
+    } else {
+        dir.to_path_buf()
+    };
+    let io = |e: std::io::Error| DataError::Io {
+        path: root.clone(),
+        reason: e.to_string(),
+    };
+    let mut classes: Vec<String> = std::fs::read_dir(&root)
+        .map_err(io)?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    classes.sort();
+    if classes.is_empty() {
+        return Err(DataError::Invalid {
+            path: root,
+            reason: "no class sub-directories (an imagefolder dataset has one per class)".into(),
+        });
+    }
+    let mut paths = Vec::new();
+    let mut labels = Vec::new();
+    for (label, class) in classes.iter().enumerate() {
+        let mut files: Vec<PathBuf> = walkdir::WalkDir::new(root.join(class))
+            .follow_links(true)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.path()
+                    .extension()
+                    .and_then(|x| x.to_str())
+                    .is_some_and(|x| IMAGE_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
+            })
+            .map(|e| e.into_path())
+            .collect();
+        files.sort();
+        labels.extend(std::iter::repeat_n(label as i64, files.len()));
+        paths.extend(files);
+    }
+    Ok(ImageSet {
+        items: Items::Folder { paths },
+        labels,
+        found_classnames: Some(classes.iter().map(|c| c.replace('_', " ")).collect()),
+        origin: root,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_names_follow_the_hub_layout() {
+        let d = Path::new("/d");
+        let s = |p: &str| parquet_split(d, &d.join(p)).unwrap();
+        assert_eq!(s("data/train-00000-of-00002.parquet"), "train");
+        assert_eq!(s("mnist/test-00000-of-00001.parquet"), "test");
+        assert_eq!(
+            s("plain_text/validation-00003-of-00004.parquet"),
+            "validation"
+        );
+        assert_eq!(s("train/0000.parquet"), "train");
+        assert_eq!(s("test.parquet"), "test");
+    }
+}

@@ -1,0 +1,432 @@
+//! The CLIP network (spec clip.md §5): pre-LN encoder layers shared by both towers, the vision
+//! tower with CLS pooling, the text tower with causal + padding attention and EOS pooling.
+//!
+//! The patch embedding runs as a matmul over unfolded patches (stride = kernel), which keeps
+//! cuDNN and its TF32 setting out of the numerics. Attention uses libtorch's fused
+//! `scaled_dot_product_attention`; its internal `d^-1/2` scaling equals HF's scaling of `Q`
+//! after the bias up to rounding.
+
+use super::ModelError;
+use super::config::{Activation, ClipConfig, TextConfig, VisionConfig};
+use super::tokenizer::TokenBatch;
+use super::weights;
+use std::path::Path;
+use tch::nn::{self, Init, Module};
+use tch::{Device, Kind, Tensor};
+
+/// Quick-GELU or exact GELU, per the tower's `hidden_act`.
+fn activate(x: &Tensor, act: Activation) -> Tensor {
+    match act {
+        Activation::QuickGelu => x * (x * 1.702).sigmoid(),
+        Activation::Gelu => x.gelu("none"),
+    }
+}
+
+fn linear(p: nn::Path, d_in: i64, d_out: i64, bias: bool) -> nn::Linear {
+    nn::linear(
+        p,
+        d_in,
+        d_out,
+        nn::LinearConfig {
+            ws_init: Init::Randn {
+                mean: 0.0,
+                stdev: (d_in as f64).powf(-0.5),
+            },
+            bs_init: bias.then_some(Init::Const(0.0)),
+            bias,
+        },
+    )
+}
+
+fn layer_norm(p: nn::Path, d: i64, eps: f64) -> nn::LayerNorm {
+    nn::layer_norm(
+        p,
+        vec![d],
+        nn::LayerNormConfig {
+            eps,
+            ..Default::default()
+        },
+    )
+}
+
+fn embedding(p: nn::Path, n: i64, d: i64, stdev: f64) -> nn::Embedding {
+    nn::embedding(
+        p,
+        n,
+        d,
+        nn::EmbeddingConfig {
+            ws_init: Init::Randn { mean: 0.0, stdev },
+            ..Default::default()
+        },
+    )
+}
+
+/// Multi-head self-attention with HF's projection names.
+#[derive(Debug)]
+pub struct Attention {
+    pub k_proj: nn::Linear,
+    pub v_proj: nn::Linear,
+    pub q_proj: nn::Linear,
+    pub out_proj: nn::Linear,
+    pub heads: i64,
+}
+
+impl Attention {
+    fn new(p: nn::Path, d: i64, heads: i64) -> Self {
+        Attention {
+            k_proj: linear(&p / "k_proj", d, d, true),
+            v_proj: linear(&p / "v_proj", d, d, true),
+            q_proj: linear(&p / "q_proj", d, d, true),
+            out_proj: linear(&p / "out_proj", d, d, true),
+            heads,
+        }
+    }
+
+    /// The merged per-head context (the input of `out_proj`), `[B, T, D]`.
+    pub fn context(&self, a: &Tensor, mask: Option<&Tensor>) -> Tensor {
+        let (b, t, d) = a.size3().expect("attention input is [B, T, D]");
+        let split = |x: Tensor| x.view([b, t, self.heads, d / self.heads]).transpose(1, 2);
+        let q = split(self.q_proj.forward(a));
+        let k = split(self.k_proj.forward(a));
+        let v = split(self.v_proj.forward(a));
+        Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, false, None, false)
+            .transpose(1, 2)
+            .reshape([b, t, d])
+    }
+
+    pub fn forward(&self, a: &Tensor, mask: Option<&Tensor>) -> Tensor {
+        self.out_proj.forward(&self.context(a, mask))
+    }
+}
+
+#[derive(Debug)]
+pub struct Mlp {
+    pub fc1: nn::Linear,
+    pub fc2: nn::Linear,
+    pub act: Activation,
+}
+
+impl Mlp {
+    /// The activated hidden layer (the input of `fc2`), `[B, T, F]`.
+    pub fn hidden(&self, m: &Tensor) -> Tensor {
+        activate(&self.fc1.forward(m), self.act)
+    }
+}
+
+/// One pre-LN encoder layer (spec §5.1).
+#[derive(Debug)]
+pub struct EncoderLayer {
+    pub self_attn: Attention,
+    pub layer_norm1: nn::LayerNorm,
+    pub mlp: Mlp,
+    pub layer_norm2: nn::LayerNorm,
+}
+
+impl EncoderLayer {
+    fn new(p: nn::Path, d: i64, f: i64, heads: i64, act: Activation, eps: f64) -> Self {
+        EncoderLayer {
+            self_attn: Attention::new(&p / "self_attn", d, heads),
+            layer_norm1: layer_norm(&p / "layer_norm1", d, eps),
+            mlp: Mlp {
+                fc1: linear(&p / "mlp" / "fc1", d, f, true),
+                fc2: linear(&p / "mlp" / "fc2", f, d, true),
+                act,
+            },
+            layer_norm2: layer_norm(&p / "layer_norm2", d, eps),
+        }
+    }
+
+    pub fn forward(&self, h: &Tensor, mask: Option<&Tensor>) -> Tensor {
+        let h = h + self.self_attn.forward(&self.layer_norm1.forward(h), mask);
+        let m = self.layer_norm2.forward(&h);
+        &h + self.mlp.fc2.forward(&self.mlp.hidden(&m))
+    }
+
+    /// The six linear layers in HF registration order (spec §4), with their names within the
+    /// layer.
+    pub fn linears(&self) -> [(&'static str, &nn::Linear); 6] {
+        [
+            ("self_attn.k_proj", &self.self_attn.k_proj),
+            ("self_attn.v_proj", &self.self_attn.v_proj),
+            ("self_attn.q_proj", &self.self_attn.q_proj),
+            ("self_attn.out_proj", &self.self_attn.out_proj),
+            ("mlp.fc1", &self.mlp.fc1),
+            ("mlp.fc2", &self.mlp.fc2),
+        ]
+    }
+}
+
+#[derive(Debug)]
+pub struct VisionTower {
+    pub config: VisionConfig,
+    pub class_embedding: Tensor,
+    /// `[D, C, P, P]`, no bias.
+    pub patch_embedding: Tensor,
+    pub position_embedding: nn::Embedding,
+    pub pre_layrnorm: nn::LayerNorm,
+    pub layers: Vec<EncoderLayer>,
+    pub post_layernorm: nn::LayerNorm,
+}
+
+impl VisionTower {
+    fn new(p: nn::Path, c: &VisionConfig) -> Self {
+        let d = c.hidden_size;
+        let e = &p / "embeddings";
+        let std = (d as f64).powf(-0.5);
+        VisionTower {
+            class_embedding: e.var(
+                "class_embedding",
+                &[d],
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: std,
+                },
+            ),
+            patch_embedding: (&e / "patch_embedding").var(
+                "weight",
+                &[d, c.num_channels, c.patch_size, c.patch_size],
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: ((c.num_channels * c.patch_size * c.patch_size) as f64).powf(-0.5),
+                },
+            ),
+            position_embedding: embedding(&e / "position_embedding", c.tokens(), d, std),
+            pre_layrnorm: layer_norm(&p / "pre_layrnorm", d, c.layer_norm_eps),
+            layers: (0..c.num_hidden_layers)
+                .map(|i| {
+                    EncoderLayer::new(
+                        &p / "encoder" / "layers" / i,
+                        d,
+                        c.intermediate_size,
+                        c.num_attention_heads,
+                        c.hidden_act,
+                        c.layer_norm_eps,
+                    )
+                })
+                .collect(),
+            post_layernorm: layer_norm(&p / "post_layernorm", d, c.layer_norm_eps),
+            config: c.clone(),
+        }
+    }
+
+    /// Patch + CLS + position embeddings and `pre_layrnorm`: the input of encoder layer 0.
+    pub fn embed(&self, pixels: &Tensor) -> Tensor {
+        let c = &self.config;
+        let (b, ch, hgt, wid) = pixels.size4().expect("pixels are [B, C, H, W]");
+        let p = c.patch_size;
+        let (gh, gw) = (hgt / p, wid / p);
+        // Unfold into [B·N, C·P·P] in (channel, row, column) order, the weight's flatten order.
+        let patches = pixels
+            .view([b, ch, gh, p, gw, p])
+            .permute([0, 2, 4, 1, 3, 5])
+            .reshape([b, gh * gw, ch * p * p]);
+        let w = self.patch_embedding.view([c.hidden_size, ch * p * p]);
+        let tokens = patches.matmul(&w.tr());
+        let cls = self
+            .class_embedding
+            .to_kind(tokens.kind())
+            .view([1, 1, c.hidden_size])
+            .expand([b, 1, c.hidden_size], false);
+        let h = Tensor::cat(&[cls, tokens], 1) + &self.position_embedding.ws;
+        self.pre_layrnorm.forward(&h)
+    }
+
+    /// Post-LayerNorm of the CLS token of the last hidden state.
+    pub fn pool(&self, h: &Tensor) -> Tensor {
+        self.post_layernorm.forward(&h.select(1, 0))
+    }
+
+    pub fn forward(&self, pixels: &Tensor) -> Tensor {
+        let mut h = self.embed(pixels);
+        for layer in &self.layers {
+            h = layer.forward(&h, None);
+        }
+        self.pool(&h)
+    }
+}
+
+#[derive(Debug)]
+pub struct TextTower {
+    pub config: TextConfig,
+    pub token_embedding: nn::Embedding,
+    pub position_embedding: nn::Embedding,
+    pub layers: Vec<EncoderLayer>,
+    pub final_layer_norm: nn::LayerNorm,
+}
+
+impl TextTower {
+    fn new(p: nn::Path, c: &TextConfig) -> Self {
+        let d = c.hidden_size;
+        let e = &p / "embeddings";
+        TextTower {
+            token_embedding: embedding(&e / "token_embedding", c.vocab_size, d, 0.02),
+            position_embedding: embedding(
+                &e / "position_embedding",
+                c.max_position_embeddings,
+                d,
+                0.01,
+            ),
+            layers: (0..c.num_hidden_layers)
+                .map(|i| {
+                    EncoderLayer::new(
+                        &p / "encoder" / "layers" / i,
+                        d,
+                        c.intermediate_size,
+                        c.num_attention_heads,
+                        c.hidden_act,
+                        c.layer_norm_eps,
+                    )
+                })
+                .collect(),
+            final_layer_norm: layer_norm(&p / "final_layer_norm", d, c.layer_norm_eps),
+            config: c.clone(),
+        }
+    }
+
+    /// Token + position embeddings: the input of encoder layer 0, `[B, L, D]`.
+    pub fn embed(&self, ids: &Tensor) -> Tensor {
+        let l = ids.size()[1];
+        let pos = self.position_embedding.ws.narrow(0, 0, l);
+        self.token_embedding.forward(ids) + pos
+    }
+
+    /// The attention visibility for a batch (spec §5.5): key `k` is visible to query `q` iff
+    /// `k ≤ q` and `k` is not padding. Boolean `[B, 1, L, L]`, true = attend.
+    pub fn attention_mask(tokens: &TokenBatch) -> Tensor {
+        let (b, l) = tokens.ids.size2().expect("ids are [B, L]");
+        let causal = Tensor::ones([l, l], (Kind::Bool, tokens.ids.device())).tril(0);
+        let keys = tokens.mask.ne(0).view([b, 1, 1, l]);
+        causal.view([1, 1, l, l]).logical_and(&keys)
+    }
+
+    /// Final LayerNorm at each sequence's first EOS (spec §5.4).
+    pub fn pool(&self, h: &Tensor, tokens: &TokenBatch) -> Tensor {
+        let d = self.config.hidden_size;
+        let b = tokens.eos.size()[0];
+        let idx = tokens.eos.view([b, 1, 1]).expand([b, 1, d], false);
+        self.final_layer_norm
+            .forward(&h.gather(1, &idx, false).squeeze_dim(1))
+    }
+
+    pub fn forward(&self, tokens: &TokenBatch) -> Tensor {
+        let mask = Self::attention_mask(tokens);
+        let mut h = self.embed(&tokens.ids);
+        for layer in &self.layers {
+            h = layer.forward(&h, Some(&mask));
+        }
+        self.pool(&h, tokens)
+    }
+}
+
+/// A CLIP model whose variables live in one [`nn::VarStore`] under their HF names.
+pub struct Clip {
+    pub vs: nn::VarStore,
+    pub config: ClipConfig,
+    pub vision: VisionTower,
+    pub text: TextTower,
+    pub visual_projection: nn::Linear,
+    pub text_projection: nn::Linear,
+    pub logit_scale: Tensor,
+}
+
+impl std::fmt::Debug for Clip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clip")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Clip {
+    /// A randomly initialised model (seeded through libtorch's generator).
+    pub fn new(config: &ClipConfig, device: Device) -> Clip {
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let c = config;
+        Clip {
+            vision: VisionTower::new(&root / "vision_model", &c.vision),
+            text: TextTower::new(&root / "text_model", &c.text),
+            visual_projection: linear(
+                &root / "visual_projection",
+                c.vision.hidden_size,
+                c.projection_dim,
+                false,
+            ),
+            text_projection: linear(
+                &root / "text_projection",
+                c.text.hidden_size,
+                c.projection_dim,
+                false,
+            ),
+            logit_scale: root.var("logit_scale", &[], Init::Const(c.logit_scale_init_value)),
+            config: config.clone(),
+            vs,
+        }
+    }
+
+    /// Loads `base` (a CLIP directory) and overlays each vision-only checkpoint in turn
+    /// (spec §8). Strict: every variable must be provided, nothing else may be.
+    pub fn load(
+        base: &Path,
+        vision_overlays: &[&Path],
+        device: Device,
+    ) -> Result<Clip, ModelError> {
+        let config = ClipConfig::read(&base.join("config.json"))?;
+        let mut model = Clip::new(&config, device);
+        weights::load_into(&model.vs, base, "")?;
+        for overlay in vision_overlays {
+            let cfg_path = overlay.join("config.json");
+            let vision = ClipConfig::read_vision(&cfg_path)?;
+            if vision != config.vision {
+                return Err(ModelError::Config {
+                    path: cfg_path,
+                    reason: format!(
+                        "vision config does not match the base model {} (overlay: {} layers × {} wide, patch {}, image {}; base: {} layers × {} wide, patch {}, image {})",
+                        base.display(),
+                        vision.num_hidden_layers,
+                        vision.hidden_size,
+                        vision.patch_size,
+                        vision.image_size,
+                        config.vision.num_hidden_layers,
+                        config.vision.hidden_size,
+                        config.vision.patch_size,
+                        config.vision.image_size
+                    ),
+                });
+            }
+            weights::load_into(&model.vs, overlay, "vision_model.")?;
+        }
+        model.set_eval();
+        Ok(model)
+    }
+
+    /// Turns autograd off for every variable (inference and pruning).
+    pub fn set_eval(&mut self) {
+        self.vs.freeze();
+    }
+
+    /// Image features `[B, E]`, not normalised (spec §5.2).
+    pub fn image_features(&self, pixels: &Tensor) -> Tensor {
+        self.visual_projection.forward(&self.vision.forward(pixels))
+    }
+
+    /// Text features `[B, E]`, not normalised (spec §5.3).
+    pub fn text_features(&self, tokens: &TokenBatch) -> Tensor {
+        self.text_projection.forward(&self.text.forward(tokens))
+    }
+
+    /// Writes `config.json` + `model.safetensors` (the full model, HF layout).
+    pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
+        weights::save(&self.vs, dir, "", &self.config.to_json())
+    }
+
+    /// Writes a vision-only checkpoint (`CLIPVisionModel` layout, spec §8).
+    pub fn save_vision(&self, dir: &Path) -> Result<(), ModelError> {
+        weights::save(
+            &self.vs,
+            dir,
+            "vision_model.",
+            &super::config::vision_json(&self.config.vision),
+        )
+    }
+}

@@ -1,0 +1,399 @@
+//! A serde mirror of Hugging Face's `config.json` for CLIP (`CLIPConfig`) and for vision-only
+//! checkpoints (`CLIPVisionConfig`), with transformers' defaults and its legacy
+//! `text_config_dict` / `vision_config_dict` override rule (spec clip.md §3).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+use std::path::Path;
+
+use super::ModelError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    QuickGelu,
+    Gelu,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextConfig {
+    pub hidden_size: i64,
+    pub intermediate_size: i64,
+    pub num_hidden_layers: i64,
+    pub num_attention_heads: i64,
+    pub max_position_embeddings: i64,
+    pub vocab_size: i64,
+    pub hidden_act: Activation,
+    pub layer_norm_eps: f64,
+    pub bos_token_id: Option<i64>,
+    pub eos_token_id: Option<i64>,
+    pub pad_token_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VisionConfig {
+    pub hidden_size: i64,
+    pub intermediate_size: i64,
+    pub num_hidden_layers: i64,
+    pub num_attention_heads: i64,
+    pub image_size: i64,
+    pub patch_size: i64,
+    pub num_channels: i64,
+    pub hidden_act: Activation,
+    pub layer_norm_eps: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipConfig {
+    pub text: TextConfig,
+    pub vision: VisionConfig,
+    pub projection_dim: i64,
+    pub logit_scale_init_value: f64,
+}
+
+impl Default for TextConfig {
+    fn default() -> Self {
+        TextConfig {
+            hidden_size: 512,
+            intermediate_size: 2048,
+            num_hidden_layers: 12,
+            num_attention_heads: 8,
+            max_position_embeddings: 77,
+            vocab_size: 49408,
+            hidden_act: Activation::QuickGelu,
+            layer_norm_eps: 1e-5,
+            bos_token_id: Some(49406),
+            eos_token_id: Some(49407),
+            pad_token_id: Some(1),
+        }
+    }
+}
+
+impl Default for VisionConfig {
+    fn default() -> Self {
+        VisionConfig {
+            hidden_size: 768,
+            intermediate_size: 3072,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            image_size: 224,
+            patch_size: 32,
+            num_channels: 3,
+            hidden_act: Activation::QuickGelu,
+            layer_norm_eps: 1e-5,
+        }
+    }
+}
+
+impl VisionConfig {
+    /// Tokens per image: patches plus CLS.
+    pub fn tokens(&self) -> i64 {
+        let side = self.image_size / self.patch_size;
+        side * side + 1
+    }
+}
+
+/// Reads an integer/float/string field into `slot` when present; type errors name the field.
+fn take<T: serde::de::DeserializeOwned>(
+    obj: &Map<String, Json>,
+    field: &str,
+    slot: &mut T,
+    file: &Path,
+    section: &str,
+) -> Result<(), ModelError> {
+    match obj.get(field) {
+        None | Some(Json::Null) => Ok(()),
+        Some(v) => {
+            *slot = serde_json::from_value(v.clone()).map_err(|e| ModelError::Config {
+                path: file.to_path_buf(),
+                reason: format!("`{section}{field}`: {e}"),
+            })?;
+            Ok(())
+        }
+    }
+}
+
+fn activation(
+    obj: &Map<String, Json>,
+    slot: &mut Activation,
+    file: &Path,
+    section: &str,
+) -> Result<(), ModelError> {
+    match obj.get("hidden_act").and_then(Json::as_str) {
+        None => Ok(()),
+        Some("quick_gelu") => {
+            *slot = Activation::QuickGelu;
+            Ok(())
+        }
+        Some("gelu") => {
+            *slot = Activation::Gelu;
+            Ok(())
+        }
+        Some(other) => Err(ModelError::Config {
+            path: file.to_path_buf(),
+            reason: format!(
+                "`{section}hidden_act` is \"{other}\"; supported: \"quick_gelu\", \"gelu\""
+            ),
+        }),
+    }
+}
+
+fn text_from(obj: &Map<String, Json>, file: &Path, s: &str) -> Result<TextConfig, ModelError> {
+    let mut c = TextConfig::default();
+    take(obj, "hidden_size", &mut c.hidden_size, file, s)?;
+    take(obj, "intermediate_size", &mut c.intermediate_size, file, s)?;
+    take(obj, "num_hidden_layers", &mut c.num_hidden_layers, file, s)?;
+    take(
+        obj,
+        "num_attention_heads",
+        &mut c.num_attention_heads,
+        file,
+        s,
+    )?;
+    take(
+        obj,
+        "max_position_embeddings",
+        &mut c.max_position_embeddings,
+        file,
+        s,
+    )?;
+    take(obj, "vocab_size", &mut c.vocab_size, file, s)?;
+    take(obj, "layer_norm_eps", &mut c.layer_norm_eps, file, s)?;
+    take(obj, "bos_token_id", &mut c.bos_token_id, file, s)?;
+    take(obj, "eos_token_id", &mut c.eos_token_id, file, s)?;
+    take(obj, "pad_token_id", &mut c.pad_token_id, file, s)?;
+    activation(obj, &mut c.hidden_act, file, s)?;
+    check_heads(c.hidden_size, c.num_attention_heads, file, s)?;
+    Ok(c)
+}
+
+fn vision_from(obj: &Map<String, Json>, file: &Path, s: &str) -> Result<VisionConfig, ModelError> {
+    let mut c = VisionConfig::default();
+    take(obj, "hidden_size", &mut c.hidden_size, file, s)?;
+    take(obj, "intermediate_size", &mut c.intermediate_size, file, s)?;
+    take(obj, "num_hidden_layers", &mut c.num_hidden_layers, file, s)?;
+    take(
+        obj,
+        "num_attention_heads",
+        &mut c.num_attention_heads,
+        file,
+        s,
+    )?;
+    take(obj, "image_size", &mut c.image_size, file, s)?;
+    take(obj, "patch_size", &mut c.patch_size, file, s)?;
+    take(obj, "num_channels", &mut c.num_channels, file, s)?;
+    take(obj, "layer_norm_eps", &mut c.layer_norm_eps, file, s)?;
+    activation(obj, &mut c.hidden_act, file, s)?;
+    check_heads(c.hidden_size, c.num_attention_heads, file, s)?;
+    if c.patch_size <= 0 || c.image_size % c.patch_size != 0 {
+        return Err(ModelError::Config {
+            path: file.to_path_buf(),
+            reason: format!(
+                "`{s}image_size` {} is not a multiple of `patch_size` {}",
+                c.image_size, c.patch_size
+            ),
+        });
+    }
+    Ok(c)
+}
+
+fn check_heads(hidden: i64, heads: i64, file: &Path, s: &str) -> Result<(), ModelError> {
+    if heads <= 0 || hidden % heads != 0 {
+        return Err(ModelError::Config {
+            path: file.to_path_buf(),
+            reason: format!(
+                "`{s}hidden_size` {hidden} is not divisible by `num_attention_heads` {heads}"
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn read_object(path: &Path) -> Result<Map<String, Json>, ModelError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    match serde_json::from_str::<Json>(&text) {
+        Ok(Json::Object(m)) => Ok(m),
+        Ok(_) => Err(ModelError::Config {
+            path: path.to_path_buf(),
+            reason: "not a JSON object".into(),
+        }),
+        Err(e) => Err(ModelError::Config {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// `section` merged with its legacy `*_dict` (whose entries win), as transformers does.
+fn section(top: &Map<String, Json>, name: &str) -> Map<String, Json> {
+    let mut merged = match top.get(name) {
+        Some(Json::Object(m)) => m.clone(),
+        _ => Map::new(),
+    };
+    if let Some(Json::Object(legacy)) = top.get(&format!("{name}_dict")) {
+        for (k, v) in legacy {
+            merged.insert(k.clone(), v.clone());
+        }
+    }
+    merged
+}
+
+impl ClipConfig {
+    /// Reads a full CLIP `config.json`.
+    pub fn read(path: &Path) -> Result<ClipConfig, ModelError> {
+        let top = read_object(path)?;
+        if let Some(kind) = top.get("model_type").and_then(Json::as_str)
+            && kind != "clip"
+        {
+            return Err(ModelError::Config {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "model_type is \"{kind}\", expected \"clip\" (a vision-only checkpoint goes in the model's `vision` key)"
+                ),
+            });
+        }
+        let mut projection_dim = 512;
+        let mut logit_scale_init_value = 2.6592;
+        take(&top, "projection_dim", &mut projection_dim, path, "")?;
+        take(
+            &top,
+            "logit_scale_init_value",
+            &mut logit_scale_init_value,
+            path,
+            "",
+        )?;
+        Ok(ClipConfig {
+            text: text_from(&section(&top, "text_config"), path, "text_config.")?,
+            vision: vision_from(&section(&top, "vision_config"), path, "vision_config.")?,
+            projection_dim,
+            logit_scale_init_value,
+        })
+    }
+
+    /// Reads a vision-only checkpoint's `config.json` (`CLIPVisionConfig`, or a full CLIP config
+    /// whose vision section is used).
+    pub fn read_vision(path: &Path) -> Result<VisionConfig, ModelError> {
+        let top = read_object(path)?;
+        if top.get("model_type").and_then(Json::as_str) == Some("clip") {
+            return vision_from(&section(&top, "vision_config"), path, "vision_config.");
+        }
+        vision_from(&top, path, "")
+    }
+
+    /// The `config.json` transformers writes for this configuration.
+    pub fn to_json(&self) -> Json {
+        serde_json::json!({
+            "architectures": ["CLIPModel"],
+            "model_type": "clip",
+            "projection_dim": self.projection_dim,
+            "logit_scale_init_value": self.logit_scale_init_value,
+            "initializer_factor": 1.0,
+            "torch_dtype": "float32",
+            "text_config": text_json(&self.text),
+            "vision_config": vision_json(&self.vision),
+        })
+    }
+}
+
+fn act_name(a: Activation) -> &'static str {
+    match a {
+        Activation::QuickGelu => "quick_gelu",
+        Activation::Gelu => "gelu",
+    }
+}
+
+fn text_json(t: &TextConfig) -> Json {
+    serde_json::json!({
+        "model_type": "clip_text_model",
+        "hidden_size": t.hidden_size,
+        "intermediate_size": t.intermediate_size,
+        "num_hidden_layers": t.num_hidden_layers,
+        "num_attention_heads": t.num_attention_heads,
+        "max_position_embeddings": t.max_position_embeddings,
+        "vocab_size": t.vocab_size,
+        "hidden_act": act_name(t.hidden_act),
+        "layer_norm_eps": t.layer_norm_eps,
+        "bos_token_id": t.bos_token_id,
+        "eos_token_id": t.eos_token_id,
+        "pad_token_id": t.pad_token_id,
+        "projection_dim": Json::Null,
+    })
+}
+
+/// The `config.json` of a vision-only checkpoint (`CLIPVisionModel`).
+pub fn vision_json(v: &VisionConfig) -> Json {
+    serde_json::json!({
+        "architectures": ["CLIPVisionModel"],
+        "model_type": "clip_vision_model",
+        "hidden_size": v.hidden_size,
+        "intermediate_size": v.intermediate_size,
+        "num_hidden_layers": v.num_hidden_layers,
+        "num_attention_heads": v.num_attention_heads,
+        "image_size": v.image_size,
+        "patch_size": v.patch_size,
+        "num_channels": v.num_channels,
+        "hidden_act": act_name(v.hidden_act),
+        "layer_norm_eps": v.layer_norm_eps,
+        "torch_dtype": "float32",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(json: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        std::fs::write(&p, json).unwrap();
+        (dir, p)
+    }
+
+    #[test]
+    fn defaults_are_vit_b32() {
+        let (_d, p) = write(r#"{"model_type": "clip"}"#);
+        let c = ClipConfig::read(&p).unwrap();
+        assert_eq!(c.vision.tokens(), 50);
+        assert_eq!(c.text.hidden_size, 512);
+        assert_eq!(c.projection_dim, 512);
+    }
+
+    #[test]
+    fn legacy_dict_overrides_section() {
+        let (_d, p) = write(
+            r#"{"text_config": {"hidden_size": 64, "num_attention_heads": 4},
+                "text_config_dict": {"hidden_size": 128},
+                "vision_config_dict": null}"#,
+        );
+        let c = ClipConfig::read(&p).unwrap();
+        assert_eq!(c.text.hidden_size, 128);
+        assert_eq!(c.text.num_attention_heads, 4);
+    }
+
+    #[test]
+    fn bad_fields_name_the_field() {
+        let (_d, p) = write(r#"{"vision_config": {"hidden_act": "relu"}}"#);
+        let e = ClipConfig::read(&p).unwrap_err().to_string();
+        assert!(e.contains("vision_config.hidden_act"), "{e}");
+        let (_d, p) = write(r#"{"vision_config": {"patch_size": "big"}}"#);
+        let e = ClipConfig::read(&p).unwrap_err().to_string();
+        assert!(e.contains("vision_config.patch_size"), "{e}");
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let c = ClipConfig {
+            text: TextConfig::default(),
+            vision: VisionConfig::default(),
+            projection_dim: 512,
+            logit_scale_init_value: 2.6592,
+        };
+        let (_d, p) = write(&c.to_json().to_string());
+        assert_eq!(ClipConfig::read(&p).unwrap(), c);
+        let (_d, p) = write(&vision_json(&c.vision).to_string());
+        assert_eq!(ClipConfig::read_vision(&p).unwrap(), c.vision);
+    }
+}

@@ -1,0 +1,181 @@
+//! Safetensors checkpoints: single-file or sharded (`model.safetensors.index.json`), read into a
+//! [`VarStore`] strictly — a missing tensor, an unexpected tensor or a shape mismatch is an error
+//! naming the file and the tensor. Other dtypes are converted to the variable's (fp32). Pickle
+//! checkpoints are never read.
+
+use super::ModelError;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+use tch::nn::VarStore;
+
+pub const SINGLE: &str = "model.safetensors";
+pub const INDEX: &str = "model.safetensors.index.json";
+
+/// Buffers some exports carry that the model does not need (positions are always `0..T`).
+fn ignored(name: &str) -> bool {
+    name.ends_with("embeddings.position_ids")
+}
+
+/// The safetensors files of a checkpoint directory.
+pub fn files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
+    let single = dir.join(SINGLE);
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join(INDEX);
+    if index.is_file() {
+        let text = std::fs::read_to_string(&index).map_err(|e| ModelError::Io {
+            path: index.clone(),
+            source: e,
+        })?;
+        let parsed: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ModelError::Weights {
+                path: index.clone(),
+                reason: e.to_string(),
+            })?;
+        let map = parsed
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| ModelError::Weights {
+                path: index.clone(),
+                reason: "no `weight_map` object".into(),
+            })?;
+        let shards: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
+        return Ok(shards.into_iter().map(|s| dir.join(s)).collect());
+    }
+    let pickle = ["pytorch_model.bin", "model.bin"]
+        .iter()
+        .any(|f| dir.join(f).exists());
+    Err(ModelError::Weights {
+        path: dir.to_path_buf(),
+        reason: if pickle {
+            "has only a pickle checkpoint; orchestrate loads safetensors only (convert it with transformers: `CLIPModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)`)".to_string()
+        } else {
+            format!("no {SINGLE} or {INDEX}")
+        },
+    })
+}
+
+/// Reads every tensor of a checkpoint directory, remembering which file each came from.
+fn read_all(dir: &Path) -> Result<BTreeMap<String, (Tensor, PathBuf)>, ModelError> {
+    let mut out = BTreeMap::new();
+    for file in files(dir)? {
+        let tensors = Tensor::read_safetensors(&file).map_err(|e| ModelError::Weights {
+            path: file.clone(),
+            reason: format!("not a readable safetensors file ({e})"),
+        })?;
+        for (name, t) in tensors {
+            if !ignored(&name) {
+                out.insert(name, (t, file.clone()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn list(names: &[&String]) -> String {
+    let shown: Vec<&str> = names.iter().take(5).map(|s| s.as_str()).collect();
+    let more = names.len().saturating_sub(shown.len());
+    if more > 0 {
+        format!("{} (and {more} more)", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
+
+/// Copies the checkpoint in `dir` into the variables of `vs` whose names start with `prefix`;
+/// the checkpoint must hold exactly those.
+pub fn load_into(vs: &VarStore, dir: &Path, prefix: &str) -> Result<(), ModelError> {
+    let tensors = read_all(dir)?;
+    let vars = vs.variables();
+    let expected: BTreeSet<&String> = vars.keys().filter(|k| k.starts_with(prefix)).collect();
+    let missing: Vec<&String> = expected
+        .iter()
+        .copied()
+        .filter(|k| !tensors.contains_key(*k))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ModelError::Weights {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "missing tensor{} {} (the config describes a model this checkpoint does not hold)",
+                if missing.len() == 1 { "" } else { "s" },
+                list(&missing)
+            ),
+        });
+    }
+    let unexpected: Vec<&String> = tensors.keys().filter(|k| !expected.contains(k)).collect();
+    if let Some(first) = unexpected.first() {
+        return Err(ModelError::Weights {
+            path: tensors[*first].1.clone(),
+            reason: format!(
+                "unexpected tensor{} {}{}",
+                if unexpected.len() == 1 { "" } else { "s" },
+                list(&unexpected),
+                if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (a vision-only checkpoint holds only `{prefix}*`)")
+                }
+            ),
+        });
+    }
+    tch::no_grad(|| -> Result<(), ModelError> {
+        for name in expected {
+            let var = &vars[name];
+            let (t, file) = &tensors[name];
+            if t.size() != var.size() {
+                return Err(ModelError::Weights {
+                    path: file.clone(),
+                    reason: format!(
+                        "tensor {name} has shape {:?}, the config needs {:?}",
+                        t.size(),
+                        var.size()
+                    ),
+                });
+            }
+            let mut var = var.shallow_clone();
+            var.f_copy_(t)?;
+        }
+        Ok(())
+    })
+}
+
+/// Writes the variables under `prefix` as `model.safetensors` plus `config.json`, atomically
+/// per file.
+pub fn save(
+    vs: &VarStore,
+    dir: &Path,
+    prefix: &str,
+    config: &serde_json::Value,
+) -> Result<(), ModelError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: std::io::Error| ModelError::Io { path, source: e }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let vars = vs.variables();
+    let named: Vec<(String, Tensor)> = vars
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.detach().to_device(tch::Device::Cpu).contiguous(),
+            )
+        })
+        .collect::<BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    let tmp = dir.join(format!(".{SINGLE}.tmp"));
+    Tensor::write_safetensors(&named, &tmp).map_err(|e| ModelError::Weights {
+        path: tmp.clone(),
+        reason: e.to_string(),
+    })?;
+    let target = dir.join(SINGLE);
+    std::fs::rename(&tmp, &target).map_err(io(&target))?;
+    let cfg = dir.join("config.json");
+    let text = serde_json::to_string_pretty(config).expect("config serialises");
+    crate::util::fsx::write_atomic(&cfg, text.as_bytes()).map_err(io(&cfg))
+}

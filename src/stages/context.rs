@@ -1,0 +1,206 @@
+//! What every ML stage needs from its job spec: the device and thread budget, the model (base,
+//! vision overlays, and an upstream fine-tuned vision tower), the tokenizer and preprocessing of
+//! the base model, and the dataset (source, splits, class names and templates).
+
+use super::StageError;
+use crate::cache::Cache;
+use crate::data::synthetic::Synthetic;
+use crate::data::{ImageSet, Preprocessor, Prompts, SourceSpec};
+use crate::model::{Clip, ClipTokenizer};
+use crate::plan::{JobSpec, StageKind};
+use serde_json::Value as Json;
+use std::path::{Path, PathBuf};
+use tch::Device;
+
+/// The artifact directory of a fine-tuned vision tower inside a finetune entry.
+pub const VISION_ARTIFACT: &str = "vision";
+
+/// Sets libtorch's and rayon's thread counts and returns the job's device.
+pub fn device(job: &JobSpec) -> Result<Device, StageError> {
+    if job.threads > 0 {
+        tch::set_num_threads(job.threads as i32);
+        // Decoding shares the stage's thread budget; a second call (tests) keeps the first pool.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(job.threads as usize)
+            .build_global();
+    }
+    match job.device.as_str() {
+        "cpu" => Ok(Device::Cpu),
+        d => match d
+            .strip_prefix("cuda:")
+            .and_then(|i| i.parse::<usize>().ok())
+        {
+            Some(i) if tch::Cuda::is_available() => Ok(Device::Cuda(i)),
+            Some(_) => Err(StageError::Failed(format!(
+                "device {d} was assigned but libtorch sees no CUDA device"
+            ))),
+            None => Err(StageError::Failed(format!("unknown device `{d}`"))),
+        },
+    }
+}
+
+fn input<'a>(job: &'a JobSpec, role: &str) -> Option<&'a Path> {
+    job.inputs
+        .iter()
+        .find(|i| i.role == role)
+        .map(|i| i.path.as_path())
+}
+
+/// The base model directory (tokenizer and preprocessing live there).
+pub fn base_dir(job: &JobSpec) -> Result<&Path, StageError> {
+    input(job, "model").ok_or_else(|| StageError::Failed("job has no model input".into()))
+}
+
+/// Loads the job's model: the base, its vision overlay, then a fine-tuned vision tower from an
+/// upstream finetune entry.
+pub fn load_model(job: &JobSpec, cache: &Cache, device: Device) -> Result<Clip, StageError> {
+    let base = base_dir(job)?;
+    let mut overlays: Vec<PathBuf> = job
+        .inputs
+        .iter()
+        .filter(|i| i.role == "model.vision")
+        .map(|i| i.path.clone())
+        .collect();
+    for up in job
+        .upstream
+        .iter()
+        .filter(|u| u.kind == StageKind::Finetune)
+    {
+        overlays.push(cache.artifacts_dir(&up.key).join(VISION_ARTIFACT));
+    }
+    if let Some(up) = job
+        .upstream
+        .iter()
+        .find(|u| matches!(u.kind, StageKind::Prune | StageKind::Retrain))
+    {
+        return Err(StageError::Unavailable {
+            kind: up.kind,
+            version: env!("CARGO_PKG_VERSION"),
+        });
+    }
+    let refs: Vec<&Path> = overlays.iter().map(PathBuf::as_path).collect();
+    Ok(Clip::load(base, &refs, device)?)
+}
+
+pub fn tokenizer(job: &JobSpec) -> Result<ClipTokenizer, StageError> {
+    Ok(ClipTokenizer::from_file(
+        &base_dir(job)?.join("tokenizer.json"),
+    )?)
+}
+
+pub fn preprocessor(job: &JobSpec, model: &Clip) -> Result<Preprocessor, StageError> {
+    Ok(Preprocessor::for_model(
+        base_dir(job)?,
+        model.config.vision.image_size as u32,
+    )?)
+}
+
+/// A dataset as the stage sees it: where the items come from and how its classes are named.
+pub struct Dataset {
+    pub source: SourceSpec,
+    pub options: Json,
+    /// Explicit or built-in lists; `None` means "the data's own class names".
+    prompts: Option<Prompts>,
+    templates: Option<Vec<String>>,
+}
+
+const DEFAULT_TEMPLATES: &[&str] = &["a photo of a {c}."];
+
+impl Dataset {
+    /// From the job's `params.dataset` (`{"kind", "options"}`) and its `dataset` input.
+    pub fn from_job(job: &JobSpec) -> Result<Dataset, StageError> {
+        let spec = &job.params["dataset"];
+        let opts = &spec["options"];
+        let s = |k: &str, d: &str| opts[k].as_str().unwrap_or(d).to_string();
+        let u = |k: &str, d: u64| opts[k].as_u64().unwrap_or(d);
+        let dir = || {
+            input(job, "dataset")
+                .map(Path::to_path_buf)
+                .ok_or_else(|| StageError::Failed("job has no dataset input".into()))
+        };
+        let source = match spec["kind"].as_str().unwrap_or("") {
+            "hf-parquet" => SourceSpec::Parquet {
+                dir: dir()?,
+                image_column: s("image_column", "image"),
+                label_column: s("label_column", "label"),
+            },
+            "imagefolder" => SourceSpec::Folder { dir: dir()? },
+            "synthetic" => SourceSpec::Synthetic {
+                generator: Synthetic {
+                    classes: u("classes", 10) as usize,
+                    image_size: u("image_size", 64) as u32,
+                    seed: u("seed", 0),
+                },
+                train_size: u("train_size", 1000) as usize,
+                test_size: u("test_size", 500) as usize,
+            },
+            other => {
+                return Err(StageError::Failed(format!(
+                    "dataset kind `{other}` is not a classification dataset"
+                )));
+            }
+        };
+        let list = |k: &str| -> Option<Vec<String>> {
+            opts[k].as_array().map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+        };
+        let builtin = opts["prompts"].as_str().and_then(Prompts::builtin);
+        let templates = list("templates").or_else(|| builtin.map(|b| b.templates.clone()));
+        let prompts = list("classnames")
+            .or_else(|| builtin.map(|b| b.classnames.clone()))
+            .map(|classnames| Prompts {
+                classnames,
+                templates: templates.clone().unwrap_or_else(default_templates),
+            });
+        Ok(Dataset {
+            source,
+            options: opts.clone(),
+            prompts,
+            templates,
+        })
+    }
+
+    pub fn split_name(&self, train: bool) -> String {
+        let (k, d) = if train {
+            ("train_split", "train")
+        } else {
+            ("split", "test")
+        };
+        self.options[k].as_str().unwrap_or(d).to_string()
+    }
+
+    /// Opens a split and the prompts that name its classes, checked against its labels.
+    pub fn open(&self, train: bool) -> Result<(ImageSet, Prompts), StageError> {
+        let set = ImageSet::open(&self.source, &self.split_name(train))?;
+        let prompts = match (&self.prompts, &set.found_classnames) {
+            (Some(p), _) => p.clone(),
+            (None, Some(found)) => Prompts {
+                classnames: found.clone(),
+                templates: self.templates.clone().unwrap_or_else(default_templates),
+            },
+            (None, None) => {
+                return Err(StageError::Failed(format!(
+                    "{}: no class names; give `classnames` (and `templates`) in the dataset's manifest entry",
+                    set.origin.display()
+                )));
+            }
+        };
+        prompts.check(None, &set.origin)?;
+        set.check_labels(prompts.classnames.len())?;
+        if set.is_empty() {
+            return Err(StageError::Failed(format!(
+                "{}: split `{}` is empty",
+                set.origin.display(),
+                self.split_name(train)
+            )));
+        }
+        Ok((set, prompts))
+    }
+}
+
+fn default_templates() -> Vec<String> {
+    DEFAULT_TEMPLATES.iter().map(|s| s.to_string()).collect()
+}

@@ -1,0 +1,183 @@
+//! Evaluation stage: zero-shot classification (top-1, top-5, per-class accuracy over the full
+//! evaluation split, spec clip.md §9) with a head built by the model's own text tower, or
+//! image↔text retrieval (R@1/5/10 both directions) for retrieval datasets. Batched, no grad,
+//! fp32 unless `precision` asks for bf16/fp16 on a GPU.
+
+use super::context::{self, Dataset};
+use super::{StageError, StageOutput};
+use crate::analysis::metrics;
+use crate::cache::{Cache, EntryBuilder};
+use crate::data::loader;
+use crate::data::retrieval::RetrievalSet;
+use crate::model::{Clip, zeroshot};
+use crate::plan::JobSpec;
+use serde_json::json;
+use std::path::Path;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+fn precision(job: &JobSpec, device: Device) -> Result<Kind, StageError> {
+    let p = job.params["evaluate"]["precision"]
+        .as_str()
+        .unwrap_or("fp32");
+    let kind = match p {
+        "bf16" => Kind::BFloat16,
+        "fp16" => Kind::Half,
+        _ => Kind::Float,
+    };
+    if kind != Kind::Float && device == Device::Cpu {
+        return Err(StageError::Failed(format!(
+            "precision \"{p}\" needs a GPU; this stage runs on the CPU (set [stages.evaluate] precision = \"fp32\" or give it a CUDA device)"
+        )));
+    }
+    Ok(kind)
+}
+
+pub fn run(
+    job: &JobSpec,
+    cache: &Cache,
+    _builder: &EntryBuilder,
+) -> Result<StageOutput, StageError> {
+    let device = context::device(job)?;
+    let kind = precision(job, device)?;
+    let mut model = context::load_model(job, cache, device)?;
+    model.vs.set_kind(kind);
+    let batch = job.params["evaluate"]["batch_size"].as_u64().unwrap_or(256) as usize;
+    if job.params["dataset"]["kind"].as_str() == Some("retrieval") {
+        return retrieval(job, &model, kind, batch);
+    }
+    let dataset = Dataset::from_job(job)?;
+    let (set, prompts) = dataset.open(false)?;
+    let tokenizer = context::tokenizer(job)?;
+    let pre = context::preprocessor(job, &model)?;
+    let _guard = tch::no_grad_guard();
+    let clock = Instant::now();
+    let head = zeroshot::head(&model, &tokenizer, &prompts)?;
+    let head_seconds = clock.elapsed().as_secs_f64();
+    let indices: Vec<usize> = (0..set.len()).collect();
+    let (s_h, s_w) = (pre.crop.0 as i64, pre.crop.1 as i64);
+    let mut top1 = Vec::with_capacity(set.len());
+    let mut top5 = Vec::with_capacity(set.len());
+    let clock = Instant::now();
+    loader::pipeline(
+        &loader::chunks(&indices, batch),
+        |chunk| {
+            pre.batch(chunk, |i| set.image(i))
+                .map(|px| (chunk.to_vec(), px))
+        },
+        |(chunk, px): (Vec<usize>, Vec<f32>)| -> Result<(), StageError> {
+            let pixels = Tensor::from_slice(&px)
+                .view([chunk.len() as i64, 3, s_h, s_w])
+                .to_device(device)
+                .to_kind(kind);
+            let logits = zeroshot::logits(&model.image_features(&pixels), &head);
+            let labels: Vec<i64> = chunk.iter().map(|&i| set.label(i)).collect();
+            let labels = Tensor::from_slice(&labels).to_device(device);
+            top1.extend(Vec::<bool>::try_from(
+                &metrics::topk_hits(&logits, &labels, 1).to_device(Device::Cpu),
+            )?);
+            top5.extend(Vec::<bool>::try_from(
+                &metrics::topk_hits(&logits, &labels, 5).to_device(Device::Cpu),
+            )?);
+            Ok(())
+        },
+    )?;
+    let seconds = clock.elapsed().as_secs_f64();
+    let classes = prompts.classnames.len();
+    let mut per_class = vec![(0usize, 0usize); classes];
+    for (i, hit) in top1.iter().enumerate() {
+        let c = &mut per_class[set.label(i) as usize];
+        c.0 += *hit as usize;
+        c.1 += 1;
+    }
+    let n = set.len() as f64;
+    let frac = |hits: &[bool]| hits.iter().filter(|h| **h).count() as f64 / n;
+    Ok(StageOutput {
+        metrics: json!({
+            "top1": frac(&top1),
+            "top5": frac(&top5),
+            "n_eval": set.len(),
+            "classes": classes,
+            "per_class_top1": per_class.iter().map(|&(h, t)| if t == 0 { serde_json::Value::Null } else { json!(h as f64 / t as f64) }).collect::<Vec<_>>(),
+            "per_class_n": per_class.iter().map(|&(_, t)| t).collect::<Vec<_>>(),
+            "images_per_second": n / seconds.max(1e-9),
+            "head_seconds": head_seconds,
+            "precision": format!("{kind:?}"),
+        }),
+        transient: vec![],
+    })
+}
+
+/// Image↔text retrieval over a Karpathy-split dataset.
+fn retrieval(
+    job: &JobSpec,
+    model: &Clip,
+    kind: Kind,
+    batch: usize,
+) -> Result<StageOutput, StageError> {
+    let device = model.vs.device();
+    let opts = &job.params["dataset"]["options"];
+    let dir = job
+        .inputs
+        .iter()
+        .find(|i| i.role == "dataset")
+        .map(|i| i.path.clone())
+        .ok_or_else(|| StageError::Failed("job has no dataset input".into()))?;
+    let rel = |k: &str, d: &str| dir.join(Path::new(opts[k].as_str().unwrap_or(d)));
+    let split = opts["split"].as_str().unwrap_or("test");
+    let set = RetrievalSet::open(
+        &rel("annotations", "dataset.json"),
+        &rel("images", "images"),
+        split,
+    )?;
+    let tokenizer = context::tokenizer(job)?;
+    let pre = context::preprocessor(job, model)?;
+    let _guard = tch::no_grad_guard();
+    let indices: Vec<usize> = (0..set.images.len()).collect();
+    let (s_h, s_w) = (pre.crop.0 as i64, pre.crop.1 as i64);
+    let mut image_feats = Vec::new();
+    loader::pipeline(
+        &loader::chunks(&indices, batch),
+        |chunk| {
+            pre.batch(chunk, |i| set.image(i))
+                .map(|px| (chunk.len(), px))
+        },
+        |(len, px): (usize, Vec<f32>)| -> Result<(), StageError> {
+            let pixels = Tensor::from_slice(&px)
+                .view([len as i64, 3, s_h, s_w])
+                .to_device(device)
+                .to_kind(kind);
+            image_feats.push(zeroshot::normalize(
+                &model.image_features(&pixels).to_kind(Kind::Float),
+            ));
+            Ok(())
+        },
+    )?;
+    let mut owner = Vec::new();
+    let mut texts = Vec::new();
+    for (i, caps) in set.captions.iter().enumerate() {
+        for c in caps {
+            owner.push(i as i64);
+            texts.push(c.clone());
+        }
+    }
+    let mut text_feats = Vec::new();
+    for chunk in texts.chunks(batch.max(1)) {
+        let tokens = tokenizer.encode(chunk, device)?;
+        text_feats.push(zeroshot::normalize(
+            &model.text_features(&tokens).to_kind(Kind::Float),
+        ));
+    }
+    let sim = Tensor::cat(&image_feats, 0).matmul(&Tensor::cat(&text_feats, 0).tr());
+    let owner = Tensor::from_slice(&owner).to_device(device);
+    let (i2t, t2i) = metrics::retrieval_recall(&sim, &owner, &[1, 5, 10]);
+    Ok(StageOutput {
+        metrics: json!({
+            "image_to_text_r1": i2t[0], "image_to_text_r5": i2t[1], "image_to_text_r10": i2t[2],
+            "text_to_image_r1": t2i[0], "text_to_image_r5": t2i[1], "text_to_image_r10": t2i[2],
+            "n_images": set.images.len(),
+            "n_texts": texts.len(),
+        }),
+        transient: vec![],
+    })
+}

@@ -1,0 +1,149 @@
+//! Fine-tuning stage (spec clip.md §8.1, the task-arithmetic recipe): the vision tower
+//! (`vision_model.*`) trains on the dataset's training split against the frozen zero-shot head
+//! built once from the text tower; AdamW with linear warm-up then cosine decay. The output is an
+//! HF-format vision-only checkpoint (`vision/config.json` + `vision/model.safetensors`) that
+//! downstream stages overlay on the base model, and that another manifest can name as `vision`.
+
+use super::context::{self, Dataset, VISION_ARTIFACT};
+use super::{StageError, StageOutput};
+use crate::cache::{Cache, EntryBuilder};
+use crate::data::loader;
+use crate::model::zeroshot;
+use crate::plan::JobSpec;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use std::time::Instant;
+use tch::nn::OptimizerConfig;
+use tch::{Kind, Tensor, nn};
+
+/// Learning rate at `step` (0-based): linear warm-up to `peak`, then cosine decay to 0
+/// (task_vectors' `cosine_lr`).
+pub fn learning_rate(step: u64, steps: u64, warmup: u64, peak: f64) -> f64 {
+    if step < warmup {
+        peak * (step + 1) as f64 / warmup as f64
+    } else {
+        let span = (steps - warmup).max(1) as f64;
+        let e = (step - warmup) as f64;
+        0.5 * (1.0 + (std::f64::consts::PI * e / span).cos()) * peak
+    }
+}
+
+pub fn run(
+    job: &JobSpec,
+    cache: &Cache,
+    builder: &EntryBuilder,
+) -> Result<StageOutput, StageError> {
+    let device = context::device(job)?;
+    let p = &job.params["train"];
+    let steps = p["steps"].as_u64().unwrap_or(4000);
+    let batch = p["batch_size"].as_u64().unwrap_or(128) as usize;
+    let lr = p["lr"].as_f64().unwrap_or(1e-5);
+    let wd = p["weight_decay"].as_f64().unwrap_or(0.1);
+    let warmup = p["warmup_steps"].as_u64().unwrap_or(500).min(steps);
+    let seed = p["seed"].as_u64().unwrap_or(0);
+    tch::manual_seed(seed as i64);
+
+    let mut model = context::load_model(job, cache, device)?;
+    let dataset = Dataset::from_job(job)?;
+    let (set, prompts) = dataset.open(true)?;
+    let tokenizer = context::tokenizer(job)?;
+    let pre = context::preprocessor(job, &model)?;
+    let head = zeroshot::head(&model, &tokenizer, &prompts)?;
+
+    for (name, var) in model.vs.variables() {
+        if name.starts_with("vision_model.") {
+            let _ = var.set_requires_grad(true);
+        }
+    }
+    let mut opt = nn::AdamW {
+        wd,
+        ..Default::default()
+    }
+    .build(&model.vs, lr)?;
+
+    // The sample stream: a fresh seeded permutation per epoch.
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut order: Vec<usize> = Vec::with_capacity(steps as usize * batch);
+    while order.len() < steps as usize * batch {
+        let mut epoch: Vec<usize> = (0..set.len()).collect();
+        epoch.shuffle(&mut rng);
+        order.extend(epoch);
+    }
+    order.truncate(steps as usize * batch);
+    let (s_h, s_w) = (pre.crop.0 as i64, pre.crop.1 as i64);
+    let mut losses = Vec::with_capacity(steps as usize);
+    let mut hits = Vec::with_capacity(steps as usize);
+    let clock = Instant::now();
+    let mut step = 0u64;
+    loader::pipeline(
+        &loader::chunks(&order, batch),
+        |chunk| {
+            pre.batch(chunk, |i| set.image(i))
+                .map(|px| (chunk.to_vec(), px))
+        },
+        |(chunk, px): (Vec<usize>, Vec<f32>)| -> Result<(), StageError> {
+            opt.set_lr(learning_rate(step, steps, warmup, lr));
+            let pixels = Tensor::from_slice(&px)
+                .view([chunk.len() as i64, 3, s_h, s_w])
+                .to_device(device);
+            let labels: Vec<i64> = chunk.iter().map(|&i| set.label(i)).collect();
+            let labels = Tensor::from_slice(&labels).to_device(device);
+            let logits = zeroshot::logits(&model.image_features(&pixels), &head);
+            let loss = logits.cross_entropy_for_logits(&labels);
+            opt.backward_step(&loss);
+            let loss = loss.double_value(&[]);
+            if !loss.is_finite() {
+                return Err(StageError::Failed(format!(
+                    "training diverged at step {step} (loss {loss}); lower `lr` in [stages.finetune]"
+                )));
+            }
+            losses.push(loss);
+            hits.push(
+                logits
+                    .argmax(1, false)
+                    .eq_tensor(&labels)
+                    .to_kind(Kind::Double)
+                    .mean(Kind::Double)
+                    .double_value(&[]),
+            );
+            step += 1;
+            Ok(())
+        },
+    )?;
+    let seconds = clock.elapsed().as_secs_f64();
+    model.set_eval();
+    model.save_vision(&builder.artifacts_dir().join(VISION_ARTIFACT))?;
+    let tail = (steps as usize / 10).max(1);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    // A loss curve of at most 100 points for plots.
+    let stride = (losses.len() / 100).max(1);
+    Ok(StageOutput {
+        metrics: json!({
+            "steps": steps,
+            "train_images": set.len(),
+            "first_loss": losses.first(),
+            "final_loss": mean(&losses[losses.len().saturating_sub(tail)..]),
+            "final_train_top1": mean(&hits[hits.len().saturating_sub(tail)..]),
+            "loss_curve": losses.iter().step_by(stride).collect::<Vec<_>>(),
+            "images_per_second": order.len() as f64 / seconds.max(1e-9),
+        }),
+        transient: vec![],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::learning_rate;
+
+    #[test]
+    fn warmup_then_cosine() {
+        assert!((learning_rate(0, 100, 10, 1.0) - 0.1).abs() < 1e-12);
+        assert!((learning_rate(9, 100, 10, 1.0) - 1.0).abs() < 1e-12);
+        assert!((learning_rate(10, 100, 10, 1.0) - 1.0).abs() < 1e-12);
+        assert!((learning_rate(55, 100, 10, 1.0) - 0.5).abs() < 1e-12);
+        assert!(learning_rate(99, 100, 10, 1.0) < 0.001);
+        assert!((learning_rate(0, 10, 0, 2.0) - 2.0).abs() < 1e-12);
+    }
+}

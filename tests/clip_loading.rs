@@ -1,0 +1,183 @@
+//! Strict checkpoint loading: every problem names the file and the tensor; only safetensors.
+
+use orchestrate::model::Clip;
+use orchestrate::model::create::create;
+use std::path::Path;
+use tch::{Device, Tensor};
+
+fn tiny(dir: &Path) {
+    create(dir, "tiny", 0).unwrap();
+}
+
+fn rewrite(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Tensor)>)) {
+    let file = dir.join("model.safetensors");
+    let mut tensors = Tensor::read_safetensors(&file).unwrap();
+    edit(&mut tensors);
+    Tensor::write_safetensors(&tensors, &file).unwrap();
+}
+
+fn load_err(dir: &Path, overlays: &[&Path]) -> String {
+    Clip::load(dir, overlays, Device::Cpu)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn loads_what_it_saves() {
+    let d = tempfile::tempdir().unwrap();
+    tiny(d.path());
+    let a = Clip::load(d.path(), &[], Device::Cpu).unwrap();
+    let out = d.path().join("copy");
+    a.save(&out).unwrap();
+    std::fs::copy(d.path().join("tokenizer.json"), out.join("tokenizer.json")).unwrap();
+    let b = Clip::load(&out, &[], Device::Cpu).unwrap();
+    let px = Tensor::randn([2, 3, 32, 32], (tch::Kind::Float, Device::Cpu));
+    assert!(
+        (a.image_features(&px) - b.image_features(&px))
+            .abs()
+            .max()
+            .double_value(&[])
+            == 0.0
+    );
+}
+
+#[test]
+fn missing_unexpected_and_misshapen_tensors_are_named() {
+    let d = tempfile::tempdir().unwrap();
+    tiny(d.path());
+    rewrite(d.path(), |t| {
+        t.retain(|(n, _)| n != "text_model.final_layer_norm.bias")
+    });
+    let e = load_err(d.path(), &[]);
+    assert!(e.contains("model.safetensors") || e.contains(&d.path().display().to_string()));
+    assert!(
+        e.contains("missing tensor text_model.final_layer_norm.bias"),
+        "{e}"
+    );
+
+    let d = tempfile::tempdir().unwrap();
+    tiny(d.path());
+    rewrite(d.path(), |t| {
+        t.push((
+            "vision_model.extra.weight".into(),
+            Tensor::zeros([2], (tch::Kind::Float, Device::Cpu)),
+        ))
+    });
+    let e = load_err(d.path(), &[]);
+    assert!(
+        e.contains("model.safetensors: unexpected tensor vision_model.extra.weight"),
+        "{e}"
+    );
+
+    let d = tempfile::tempdir().unwrap();
+    tiny(d.path());
+    rewrite(d.path(), |t| {
+        for (n, v) in t.iter_mut() {
+            if n == "visual_projection.weight" {
+                *v = Tensor::zeros([3, 3], (tch::Kind::Float, Device::Cpu));
+            }
+        }
+    });
+    let e = load_err(d.path(), &[]);
+    assert!(
+        e.contains("tensor visual_projection.weight has shape [3, 3], the config needs [64, 64]"),
+        "{e}"
+    );
+
+    // Position-id buffers some exports carry are ignored.
+    let d = tempfile::tempdir().unwrap();
+    tiny(d.path());
+    rewrite(d.path(), |t| {
+        t.push((
+            "text_model.embeddings.position_ids".into(),
+            Tensor::arange(77, (tch::Kind::Int64, Device::Cpu)).view([1, 77]),
+        ))
+    });
+    Clip::load(d.path(), &[], Device::Cpu).unwrap();
+}
+
+#[test]
+fn pickle_only_and_corrupt_files_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    tiny(d.path());
+    std::fs::rename(
+        d.path().join("model.safetensors"),
+        d.path().join("pytorch_model.bin"),
+    )
+    .unwrap();
+    let e = load_err(d.path(), &[]);
+    assert!(
+        e.contains("only a pickle checkpoint") && e.contains("safetensors only"),
+        "{e}"
+    );
+
+    let d = tempfile::tempdir().unwrap();
+    tiny(d.path());
+    std::fs::write(d.path().join("model.safetensors"), b"garbage").unwrap();
+    let e = load_err(d.path(), &[]);
+    assert!(e.contains("not a readable safetensors file"), "{e}");
+}
+
+#[test]
+fn sharded_checkpoints_load() {
+    let d = tempfile::tempdir().unwrap();
+    tiny(d.path());
+    let all = Tensor::read_safetensors(d.path().join("model.safetensors")).unwrap();
+    let (text, rest): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|(n, _)| n.starts_with("text_model"));
+    Tensor::write_safetensors(&text, d.path().join("model-00001-of-00002.safetensors")).unwrap();
+    Tensor::write_safetensors(&rest, d.path().join("model-00002-of-00002.safetensors")).unwrap();
+    let mut map = serde_json::Map::new();
+    for (n, _) in &text {
+        map.insert(n.clone(), "model-00001-of-00002.safetensors".into());
+    }
+    for (n, _) in &rest {
+        map.insert(n.clone(), "model-00002-of-00002.safetensors".into());
+    }
+    let single = Clip::load(d.path(), &[], Device::Cpu).unwrap();
+    std::fs::remove_file(d.path().join("model.safetensors")).unwrap();
+    std::fs::write(
+        d.path().join("model.safetensors.index.json"),
+        serde_json::json!({"metadata": {}, "weight_map": map}).to_string(),
+    )
+    .unwrap();
+    let sharded = Clip::load(d.path(), &[], Device::Cpu).unwrap();
+    let px = Tensor::randn([1, 3, 32, 32], (tch::Kind::Float, Device::Cpu));
+    assert!(
+        (single.image_features(&px) - sharded.image_features(&px))
+            .abs()
+            .max()
+            .double_value(&[])
+            == 0.0
+    );
+}
+
+#[test]
+fn vision_overlays_must_match_and_hold_only_vision_tensors() {
+    let d = tempfile::tempdir().unwrap();
+    tiny(d.path());
+    let model = Clip::load(d.path(), &[], Device::Cpu).unwrap();
+    let v = d.path().join("vision");
+    model.save_vision(&v).unwrap();
+    Clip::load(d.path(), &[&v], Device::Cpu).unwrap();
+
+    // A full model is not a vision-only checkpoint.
+    let e = load_err(d.path(), &[d.path()]);
+    assert!(
+        e.contains("unexpected tensors")
+            && e.contains("vision-only checkpoint holds only `vision_model.*`"),
+        "{e}"
+    );
+
+    // A different vision architecture is refused before any tensor is read.
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(v.join("config.json")).unwrap()).unwrap();
+    cfg["num_hidden_layers"] = 5.into();
+    std::fs::write(v.join("config.json"), cfg.to_string()).unwrap();
+    let e = load_err(d.path(), &[&v]);
+    assert!(
+        e.contains("vision config does not match the base model"),
+        "{e}"
+    );
+}
