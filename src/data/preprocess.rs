@@ -151,8 +151,11 @@ impl Preprocessor {
 
     /// One image → normalised CHW floats, appended to `out`.
     pub fn process_into(&self, img: &RgbImage, out: &mut Vec<f32>) {
+        self.process_with(img, &self.table(), out);
+    }
+
+    fn process_with(&self, img: &RgbImage, table: &[[f32; 256]; 3], out: &mut Vec<f32>) {
         let cropped = self.resize_crop(img);
-        let table = self.table();
         let n = (self.crop.0 * self.crop.1) as usize;
         let raw = cropped.as_raw();
         out.reserve(3 * n);
@@ -171,12 +174,13 @@ impl Preprocessor {
     where
         F: Fn(usize) -> Result<RgbImage, DataError> + Sync,
     {
+        let table = self.table();
         let chunks: Vec<Vec<f32>> = indices
             .par_iter()
             .map(|&i| {
                 let img = load(i)?;
                 let mut v = Vec::with_capacity(self.image_len());
-                self.process_into(&img, &mut v);
+                self.process_with(&img, &table, &mut v);
                 Ok(v)
             })
             .collect::<Result<_, DataError>>()?;

@@ -156,6 +156,21 @@ impl EncoderLayer {
     }
 }
 
+/// The `encoder.layers.{i}` stack of a tower.
+fn encoder(
+    p: &nn::Path,
+    n: i64,
+    d: i64,
+    f: i64,
+    heads: i64,
+    act: Activation,
+    eps: f64,
+) -> Vec<EncoderLayer> {
+    (0..n)
+        .map(|i| EncoderLayer::new(p / "encoder" / "layers" / i, d, f, heads, act, eps))
+        .collect()
+}
+
 #[derive(Debug)]
 pub struct VisionTower {
     pub config: VisionConfig,
@@ -192,18 +207,15 @@ impl VisionTower {
             ),
             position_embedding: embedding(&e / "position_embedding", c.tokens(), d, std),
             pre_layrnorm: layer_norm(&p / "pre_layrnorm", d, c.layer_norm_eps),
-            layers: (0..c.num_hidden_layers)
-                .map(|i| {
-                    EncoderLayer::new(
-                        &p / "encoder" / "layers" / i,
-                        d,
-                        c.intermediate_size,
-                        c.num_attention_heads,
-                        c.hidden_act,
-                        c.layer_norm_eps,
-                    )
-                })
-                .collect(),
+            layers: encoder(
+                &p,
+                c.num_hidden_layers,
+                d,
+                c.intermediate_size,
+                c.num_attention_heads,
+                c.hidden_act,
+                c.layer_norm_eps,
+            ),
             post_layernorm: layer_norm(&p / "post_layernorm", d, c.layer_norm_eps),
             config: c.clone(),
         }
@@ -266,18 +278,15 @@ impl TextTower {
                 d,
                 0.01,
             ),
-            layers: (0..c.num_hidden_layers)
-                .map(|i| {
-                    EncoderLayer::new(
-                        &p / "encoder" / "layers" / i,
-                        d,
-                        c.intermediate_size,
-                        c.num_attention_heads,
-                        c.hidden_act,
-                        c.layer_norm_eps,
-                    )
-                })
-                .collect(),
+            layers: encoder(
+                &p,
+                c.num_hidden_layers,
+                d,
+                c.intermediate_size,
+                c.num_attention_heads,
+                c.hidden_act,
+                c.layer_norm_eps,
+            ),
             final_layer_norm: layer_norm(&p / "final_layer_norm", d, c.layer_norm_eps),
             config: c.clone(),
         }

@@ -138,30 +138,18 @@ fn activation(
     }
 }
 
+/// Reads each named field of `$c` from `$obj` when present (see [`take`]).
+macro_rules! take_fields {
+    ($obj:expr, $c:expr, $file:expr, $s:expr; $($field:ident),+) => {
+        $(take($obj, stringify!($field), &mut $c.$field, $file, $s)?;)+
+    };
+}
+
 fn text_from(obj: &Map<String, Json>, file: &Path, s: &str) -> Result<TextConfig, ModelError> {
     let mut c = TextConfig::default();
-    take(obj, "hidden_size", &mut c.hidden_size, file, s)?;
-    take(obj, "intermediate_size", &mut c.intermediate_size, file, s)?;
-    take(obj, "num_hidden_layers", &mut c.num_hidden_layers, file, s)?;
-    take(
-        obj,
-        "num_attention_heads",
-        &mut c.num_attention_heads,
-        file,
-        s,
-    )?;
-    take(
-        obj,
-        "max_position_embeddings",
-        &mut c.max_position_embeddings,
-        file,
-        s,
-    )?;
-    take(obj, "vocab_size", &mut c.vocab_size, file, s)?;
-    take(obj, "layer_norm_eps", &mut c.layer_norm_eps, file, s)?;
-    take(obj, "bos_token_id", &mut c.bos_token_id, file, s)?;
-    take(obj, "eos_token_id", &mut c.eos_token_id, file, s)?;
-    take(obj, "pad_token_id", &mut c.pad_token_id, file, s)?;
+    take_fields!(obj, c, file, s; hidden_size, intermediate_size, num_hidden_layers,
+        num_attention_heads, max_position_embeddings, vocab_size, layer_norm_eps, bos_token_id,
+        eos_token_id, pad_token_id);
     activation(obj, &mut c.hidden_act, file, s)?;
     check_heads(c.hidden_size, c.num_attention_heads, file, s)?;
     Ok(c)
@@ -169,20 +157,8 @@ fn text_from(obj: &Map<String, Json>, file: &Path, s: &str) -> Result<TextConfig
 
 fn vision_from(obj: &Map<String, Json>, file: &Path, s: &str) -> Result<VisionConfig, ModelError> {
     let mut c = VisionConfig::default();
-    take(obj, "hidden_size", &mut c.hidden_size, file, s)?;
-    take(obj, "intermediate_size", &mut c.intermediate_size, file, s)?;
-    take(obj, "num_hidden_layers", &mut c.num_hidden_layers, file, s)?;
-    take(
-        obj,
-        "num_attention_heads",
-        &mut c.num_attention_heads,
-        file,
-        s,
-    )?;
-    take(obj, "image_size", &mut c.image_size, file, s)?;
-    take(obj, "patch_size", &mut c.patch_size, file, s)?;
-    take(obj, "num_channels", &mut c.num_channels, file, s)?;
-    take(obj, "layer_norm_eps", &mut c.layer_norm_eps, file, s)?;
+    take_fields!(obj, c, file, s; hidden_size, intermediate_size, num_hidden_layers,
+        num_attention_heads, image_size, patch_size, num_channels, layer_norm_eps);
     activation(obj, &mut c.hidden_act, file, s)?;
     check_heads(c.hidden_size, c.num_attention_heads, file, s)?;
     if c.patch_size <= 0 || c.image_size % c.patch_size != 0 {

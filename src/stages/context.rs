@@ -10,7 +10,7 @@ use crate::model::{Clip, ClipTokenizer};
 use crate::plan::{JobSpec, StageKind};
 use serde_json::Value as Json;
 use std::path::{Path, PathBuf};
-use tch::Device;
+use tch::{Device, Tensor};
 
 /// The artifact directory of a fine-tuned vision tower inside a finetune entry.
 pub const VISION_ARTIFACT: &str = "vision";
@@ -44,6 +44,22 @@ fn input<'a>(job: &'a JobSpec, role: &str) -> Option<&'a Path> {
         .iter()
         .find(|i| i.role == role)
         .map(|i| i.path.as_path())
+}
+
+/// The dataset directory (absent for synthetic data).
+pub fn dataset_dir(job: &JobSpec) -> Result<PathBuf, StageError> {
+    input(job, "dataset")
+        .map(Path::to_path_buf)
+        .ok_or_else(|| StageError::Failed("job has no dataset input".into()))
+}
+
+/// A preprocessed batch (`n` images of `pre`'s crop size, CHW floats) as `[n, 3, H, W]` on the
+/// device in `kind`.
+pub fn pixels(px: &[f32], n: usize, pre: &Preprocessor, device: Device, kind: tch::Kind) -> Tensor {
+    Tensor::from_slice(px)
+        .view([n as i64, 3, pre.crop.0 as i64, pre.crop.1 as i64])
+        .to_device(device)
+        .to_kind(kind)
 }
 
 /// The base model directory (tokenizer and preprocessing live there).
@@ -113,11 +129,7 @@ impl Dataset {
         let opts = &spec["options"];
         let s = |k: &str, d: &str| opts[k].as_str().unwrap_or(d).to_string();
         let u = |k: &str, d: u64| opts[k].as_u64().unwrap_or(d);
-        let dir = || {
-            input(job, "dataset")
-                .map(Path::to_path_buf)
-                .ok_or_else(|| StageError::Failed("job has no dataset input".into()))
-        };
+        let dir = || dataset_dir(job);
         let source = match spec["kind"].as_str().unwrap_or("") {
             "hf-parquet" => SourceSpec::Parquet {
                 dir: dir()?,

@@ -55,7 +55,6 @@ pub fn run(
     let head = zeroshot::head(&model, &tokenizer, &prompts)?;
     let head_seconds = clock.elapsed().as_secs_f64();
     let indices: Vec<usize> = (0..set.len()).collect();
-    let (s_h, s_w) = (pre.crop.0 as i64, pre.crop.1 as i64);
     let mut top1 = Vec::with_capacity(set.len());
     let mut top5 = Vec::with_capacity(set.len());
     let clock = Instant::now();
@@ -66,10 +65,7 @@ pub fn run(
                 .map(|px| (chunk.to_vec(), px))
         },
         |(chunk, px): (Vec<usize>, Vec<f32>)| -> Result<(), StageError> {
-            let pixels = Tensor::from_slice(&px)
-                .view([chunk.len() as i64, 3, s_h, s_w])
-                .to_device(device)
-                .to_kind(kind);
+            let pixels = context::pixels(&px, chunk.len(), &pre, device, kind);
             let logits = zeroshot::logits(&model.image_features(&pixels), &head);
             let labels: Vec<i64> = chunk.iter().map(|&i| set.label(i)).collect();
             let labels = Tensor::from_slice(&labels).to_device(device);
@@ -117,12 +113,7 @@ fn retrieval(
 ) -> Result<StageOutput, StageError> {
     let device = model.vs.device();
     let opts = &job.params["dataset"]["options"];
-    let dir = job
-        .inputs
-        .iter()
-        .find(|i| i.role == "dataset")
-        .map(|i| i.path.clone())
-        .ok_or_else(|| StageError::Failed("job has no dataset input".into()))?;
+    let dir = context::dataset_dir(job)?;
     let rel = |k: &str, d: &str| dir.join(Path::new(opts[k].as_str().unwrap_or(d)));
     let split = opts["split"].as_str().unwrap_or("test");
     let set = RetrievalSet::open(
@@ -134,7 +125,6 @@ fn retrieval(
     let pre = context::preprocessor(job, model)?;
     let _guard = tch::no_grad_guard();
     let indices: Vec<usize> = (0..set.images.len()).collect();
-    let (s_h, s_w) = (pre.crop.0 as i64, pre.crop.1 as i64);
     let mut image_feats = Vec::new();
     loader::pipeline(
         &loader::chunks(&indices, batch),
@@ -143,10 +133,7 @@ fn retrieval(
                 .map(|px| (chunk.len(), px))
         },
         |(len, px): (usize, Vec<f32>)| -> Result<(), StageError> {
-            let pixels = Tensor::from_slice(&px)
-                .view([len as i64, 3, s_h, s_w])
-                .to_device(device)
-                .to_kind(kind);
+            let pixels = context::pixels(&px, len, &pre, device, kind);
             image_feats.push(zeroshot::normalize(
                 &model.image_features(&pixels).to_kind(Kind::Float),
             ));

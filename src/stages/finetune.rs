@@ -72,7 +72,6 @@ pub fn run(
         order.extend(epoch);
     }
     order.truncate(steps as usize * batch);
-    let (s_h, s_w) = (pre.crop.0 as i64, pre.crop.1 as i64);
     let mut losses = Vec::with_capacity(steps as usize);
     let mut hits = Vec::with_capacity(steps as usize);
     let clock = Instant::now();
@@ -85,9 +84,7 @@ pub fn run(
         },
         |(chunk, px): (Vec<usize>, Vec<f32>)| -> Result<(), StageError> {
             opt.set_lr(learning_rate(step, steps, warmup, lr));
-            let pixels = Tensor::from_slice(&px)
-                .view([chunk.len() as i64, 3, s_h, s_w])
-                .to_device(device);
+            let pixels = context::pixels(&px, chunk.len(), &pre, device, Kind::Float);
             let labels: Vec<i64> = chunk.iter().map(|&i| set.label(i)).collect();
             let labels = Tensor::from_slice(&labels).to_device(device);
             let logits = zeroshot::logits(&model.image_features(&pixels), &head);
