@@ -168,14 +168,51 @@ pub fn save(
         .collect::<BTreeMap<_, _>>()
         .into_iter()
         .collect();
-    let tmp = dir.join(format!(".{SINGLE}.tmp"));
-    Tensor::write_safetensors(&named, &tmp).map_err(|e| ModelError::Weights {
-        path: tmp.clone(),
-        reason: e.to_string(),
-    })?;
-    let target = dir.join(SINGLE);
-    std::fs::rename(&tmp, &target).map_err(io(&target))?;
+    write_file(&dir.join(SINGLE), &named)?;
     let cfg = dir.join("config.json");
     let text = serde_json::to_string_pretty(config).expect("config serialises");
     crate::util::fsx::write_atomic(&cfg, text.as_bytes()).map_err(io(&cfg))
+}
+
+/// Writes named CPU tensors (fp32 or uint8) as one safetensors file, atomically, with the
+/// `{"format": "pt"}` header metadata transformers requires of `model.safetensors`.
+pub fn write_file(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), ModelError> {
+    let fail = |reason: String| ModelError::Weights {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut bytes = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let t = t.to_device(tch::Device::Cpu).contiguous();
+        let (dtype, data) = match t.kind() {
+            tch::Kind::Float => {
+                let values = Vec::<f32>::try_from(t.flatten(0, -1))?;
+                let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (safetensors::Dtype::F32, data)
+            }
+            tch::Kind::Uint8 => (safetensors::Dtype::U8, Vec::<u8>::try_from(t.flatten(0, -1))?),
+            other => return Err(fail(format!("tensor {name} has unsupported dtype {other:?}"))),
+        };
+        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        bytes.push((name.as_str(), dtype, shape, data));
+    }
+    let views = bytes
+        .iter()
+        .map(|(name, dtype, shape, data)| {
+            safetensors::tensor::TensorView::new(*dtype, shape.clone(), data)
+                .map(|view| (*name, view))
+                .map_err(|e| fail(format!("tensor {name}: {e:?}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let metadata = Some(std::collections::HashMap::from([(
+        "format".to_string(),
+        "pt".to_string(),
+    )]));
+    let tmp = path.with_extension("safetensors.tmp");
+    safetensors::tensor::serialize_to_file(views, &metadata, &tmp)
+        .map_err(|e| fail(format!("cannot write: {e:?}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| ModelError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })
 }

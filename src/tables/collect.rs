@@ -41,10 +41,22 @@ pub struct Row {
     pub eval_seconds: Option<f64>,
     pub retrain_best_top1: Option<f64>,
     pub retrain_last_top1: Option<f64>,
+    /// Recall@k of retrieval datasets, in [`RETRIEVAL_METRICS`] order.
+    pub retrieval: [Option<f64>; 6],
     /// The stage that failed and its log, for failed rows.
     pub failed_stage: Option<String>,
     pub log: Option<PathBuf>,
 }
+
+/// The evaluate stage's retrieval metrics, which are also table columns.
+pub const RETRIEVAL_METRICS: [&str; 6] = [
+    "image_to_text_r1",
+    "image_to_text_r5",
+    "image_to_text_r10",
+    "text_to_image_r1",
+    "text_to_image_r5",
+    "text_to_image_r10",
+];
 
 /// One row per grid point, dense baselines first.
 pub fn collect(exp: &Experiment, plan: &Plan, cache: &Cache) -> Vec<Row> {
@@ -153,6 +165,7 @@ fn row(
         eval_seconds: eval.as_ref().map(|r| r.timing.seconds),
         retrain_best_top1: metric(&retrain, "best_top1"),
         retrain_last_top1: metric(&retrain, "last_top1"),
+        retrieval: RETRIEVAL_METRICS.map(|name| metric(&eval, name)),
         failed_stage,
         log,
     }

@@ -1,6 +1,6 @@
 //! Rows → polars DataFrame → `results/<experiment>/<experiment>.{csv,parquet}`, atomically.
 
-use super::collect::Row;
+use super::collect::{RETRIEVAL_METRICS, Row};
 use crate::util::fsx;
 use polars::prelude::*;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ pub fn to_dataframe(rows: &[Row]) -> PolarsResult<DataFrame> {
     {
         Column::new(name.into(), rows.iter().map(f).collect::<Vec<T>>())
     }
-    let columns = vec![
+    let mut columns = vec![
         col("model", rows, |r| r.model.clone()),
         col("dataset", rows, |r| r.dataset.clone()),
         col("method", rows, |r| r.method.clone()),
@@ -29,11 +29,14 @@ pub fn to_dataframe(rows: &[Row]) -> PolarsResult<DataFrame> {
         col("eval_seconds", rows, |r| r.eval_seconds),
         col("retrain_best_top1", rows, |r| r.retrain_best_top1),
         col("retrain_last_top1", rows, |r| r.retrain_last_top1),
-        col("failed_stage", rows, |r| r.failed_stage.clone()),
-        col("log", rows, |r| {
-            r.log.as_ref().map(|p| p.display().to_string())
-        }),
     ];
+    for (i, name) in RETRIEVAL_METRICS.iter().enumerate() {
+        columns.push(col(name, rows, |r| r.retrieval[i]));
+    }
+    columns.push(col("failed_stage", rows, |r| r.failed_stage.clone()));
+    columns.push(col("log", rows, |r| {
+        r.log.as_ref().map(|p| p.display().to_string())
+    }));
     DataFrame::new(rows.len(), columns)
 }
 

@@ -1,0 +1,113 @@
+//! Retrieval evaluation end to end on the real binary: a Karpathy-split dataset the test writes,
+//! a tiny model from `init-model`, and recall@k in the tables equal to the same computation in
+//! transformers (`tests/reference/retrieval_reference.py`) on the same files.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_orchestrate");
+
+fn python() -> PathBuf {
+    let venv = std::env::var("VIRTUAL_ENV")
+        .unwrap_or_else(|_| format!("{}/.venv", env!("CARGO_MANIFEST_DIR")));
+    PathBuf::from(venv).join("bin/python")
+}
+
+/// 12 test images (each a distinct colour pattern) with two captions each, plus train images
+/// that must be left out.
+fn write_dataset(dir: &Path) {
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    let mut entries = Vec::new();
+    for i in 0..16u32 {
+        let img = image::RgbImage::from_fn(40 + i, 36, |x, y| {
+            image::Rgb([
+                ((x * (i + 3) + y * 7) % 256) as u8,
+                ((y * (i + 5)) % 256) as u8,
+                ((i * 40 + x) % 256) as u8,
+            ])
+        });
+        let name = format!("img{i}.png");
+        img.save(dir.join("images").join(&name)).unwrap();
+        entries.push(serde_json::json!({
+            "filename": name,
+            "split": if i < 12 { "test" } else { "restval" },
+            "sentences": [
+                {"raw": format!("a photo of pattern number {i}.")},
+                {"raw": format!("a striped picture with {} colours", i + 2)},
+            ],
+        }));
+    }
+    std::fs::write(
+        dir.join("dataset.json"),
+        serde_json::to_string(&serde_json::json!({ "images": entries })).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn retrieval_recall_matches_transformers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).current_dir(d).output().unwrap();
+        let log = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {log}");
+    };
+    run(&["init-model", "models/tiny", "--preset", "tiny", "--seed", "3"]);
+    write_dataset(&d.join("flickr"));
+    std::fs::write(
+        d.join("retrieval.toml"),
+        r#"
+[experiment]
+name = "retrieval"
+
+[models.tiny]
+path = "models/tiny"
+
+[datasets.flickr]
+kind = "retrieval"
+path = "flickr"
+
+[grid]
+model = ["tiny"]
+dataset = ["flickr"]
+"#,
+    )
+    .unwrap();
+    run(&["run", "retrieval.toml"]);
+    let csv = std::fs::read_to_string(d.join("results/retrieval/retrieval.csv")).unwrap();
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let headers = rows.headers().unwrap().clone();
+    let row = rows.records().next().unwrap().unwrap();
+    let ours = |name: &str| -> f64 {
+        let col = headers.iter().position(|h| h == name).unwrap();
+        row.get(col).unwrap().parse().unwrap()
+    };
+
+    let out = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/retrieval_reference.py"))
+        .arg(d.join("models/tiny"))
+        .arg(d.join("flickr/dataset.json"))
+        .arg(d.join("flickr/images"))
+        .arg("test")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for dir in ["image_to_text", "text_to_image"] {
+        let mut last = 0.0;
+        for k in [1, 5, 10] {
+            let name = format!("{dir}_r{k}");
+            let (a, b) = (ours(&name), theirs[&name].as_f64().unwrap());
+            // Recall is a count over 12 images / 24 texts: identical ranks give identical values.
+            assert!((a - b).abs() < 1e-9, "{name}: orchestrate {a}, transformers {b}");
+            assert!(a >= last, "{name} below recall at a smaller k");
+            last = a;
+        }
+    }
+}
