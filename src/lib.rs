@@ -20,6 +20,7 @@ pub mod exec;
 pub mod manifest;
 pub mod model;
 pub mod plan;
+pub mod prune;
 pub mod report;
 pub mod stages;
 pub mod tables;

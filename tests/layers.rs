@@ -70,9 +70,14 @@ fn layers_import_only_what_they_may() {
         "crate::stages",
         "crate::cli",
     ];
-    const ML_CORE: &[&str] = &["crate::model", "crate::data", "crate::analysis"];
+    const ML_CORE: &[&str] = &[
+        "crate::model",
+        "crate::data",
+        "crate::prune",
+        "crate::analysis",
+    ];
     let mut rules = rules.to_vec();
-    for dir in ["model", "data", "analysis"] {
+    for dir in ["model", "data", "prune", "analysis"] {
         rules.push((dir, ORCHESTRATION));
     }
     for dir in [

@@ -49,12 +49,23 @@ fn retrieval_recall_matches_transformers() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let run = |args: &[&str]| {
-        let out = Command::new(BIN).args(args).current_dir(d).output().unwrap();
+        let out = Command::new(BIN)
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap();
         let log = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{args:?}: {log}");
     };
-    run(&["init-model", "models/tiny", "--preset", "tiny", "--seed", "3"]);
+    run(&[
+        "init-model",
+        "models/tiny",
+        "--preset",
+        "tiny",
+        "--seed",
+        "3",
+    ]);
     write_dataset(&d.join("flickr"));
     std::fs::write(
         d.join("retrieval.toml"),
@@ -105,7 +116,10 @@ dataset = ["flickr"]
             let name = format!("{dir}_r{k}");
             let (a, b) = (ours(&name), theirs[&name].as_f64().unwrap());
             // Recall is a count over 12 images / 24 texts: identical ranks give identical values.
-            assert!((a - b).abs() < 1e-9, "{name}: orchestrate {a}, transformers {b}");
+            assert!(
+                (a - b).abs() < 1e-9,
+                "{name}: orchestrate {a}, transformers {b}"
+            );
             assert!(a >= last, "{name} below recall at a smaller k");
             last = a;
         }

@@ -151,22 +151,59 @@ impl Preprocessor {
 
     /// One image → normalised CHW floats, appended to `out`.
     pub fn process_into(&self, img: &RgbImage, out: &mut Vec<f32>) {
-        self.process_with(img, &self.table(), out);
+        let mut chw = Vec::with_capacity(self.image_len());
+        self.crop_chw_into(img, &mut chw);
+        self.normalize_into(&chw, &self.table(), out);
     }
 
-    fn process_with(&self, img: &RgbImage, table: &[[f32; 256]; 3], out: &mut Vec<f32>) {
+    /// One image → resized and cropped 8-bit CHW values (what [`Self::normalize`] takes),
+    /// appended to `out`. Stored calibration sets keep this form: a quarter of the floats' size,
+    /// and normalising it later is exact.
+    pub fn crop_chw_into(&self, img: &RgbImage, out: &mut Vec<u8>) {
         let cropped = self.resize_crop(img);
-        let n = (self.crop.0 * self.crop.1) as usize;
         let raw = cropped.as_raw();
+        let n = raw.len() / 3;
         out.reserve(3 * n);
-        for (c, row) in table.iter().enumerate() {
-            out.extend((0..n).map(|i| row[raw[3 * i + c] as usize]));
+        for c in 0..3 {
+            out.extend((0..n).map(|i| raw[3 * i + c]));
         }
     }
 
-    /// Floats per preprocessed image.
+    fn normalize_into(&self, chw: &[u8], table: &[[f32; 256]; 3], out: &mut Vec<f32>) {
+        let plane = (self.crop.0 * self.crop.1) as usize;
+        out.reserve(chw.len());
+        for (k, values) in chw.chunks(plane).enumerate() {
+            let row = &table[k % 3];
+            out.extend(values.iter().map(|&v| row[v as usize]));
+        }
+    }
+
+    /// 8-bit CHW images (any number, back to back) → normalised floats.
+    pub fn normalize(&self, chw: &[u8]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(chw.len());
+        self.normalize_into(chw, &self.table(), &mut out);
+        out
+    }
+
+    /// Values per preprocessed image.
     pub fn image_len(&self) -> usize {
         3 * (self.crop.0 * self.crop.1) as usize
+    }
+
+    /// Decodes, resizes and crops a batch in parallel (8-bit CHW); items come from `load`.
+    pub fn batch_u8<F>(&self, indices: &[usize], load: F) -> Result<Vec<u8>, DataError>
+    where
+        F: Fn(usize) -> Result<RgbImage, DataError> + Sync,
+    {
+        let chunks: Vec<Vec<u8>> = indices
+            .par_iter()
+            .map(|&i| {
+                let mut v = Vec::with_capacity(self.image_len());
+                self.crop_chw_into(&load(i)?, &mut v);
+                Ok(v)
+            })
+            .collect::<Result<_, DataError>>()?;
+        Ok(chunks.concat())
     }
 
     /// Decodes and preprocesses a batch in parallel; items come from `load`.
@@ -178,9 +215,10 @@ impl Preprocessor {
         let chunks: Vec<Vec<f32>> = indices
             .par_iter()
             .map(|&i| {
-                let img = load(i)?;
-                let mut v = Vec::with_capacity(self.image_len());
-                self.process_with(&img, &table, &mut v);
+                let mut chw = Vec::with_capacity(self.image_len());
+                self.crop_chw_into(&load(i)?, &mut chw);
+                let mut v = Vec::with_capacity(chw.len());
+                self.normalize_into(&chw, &table, &mut v);
                 Ok(v)
             })
             .collect::<Result<_, DataError>>()?;

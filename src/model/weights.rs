@@ -190,8 +190,15 @@ pub fn write_file(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), Model
                 let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
                 (safetensors::Dtype::F32, data)
             }
-            tch::Kind::Uint8 => (safetensors::Dtype::U8, Vec::<u8>::try_from(t.flatten(0, -1))?),
-            other => return Err(fail(format!("tensor {name} has unsupported dtype {other:?}"))),
+            tch::Kind::Uint8 => (
+                safetensors::Dtype::U8,
+                Vec::<u8>::try_from(t.flatten(0, -1))?,
+            ),
+            other => {
+                return Err(fail(format!(
+                    "tensor {name} has unsupported dtype {other:?}"
+                )));
+            }
         };
         let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
         bytes.push((name.as_str(), dtype, shape, data));

@@ -1,0 +1,131 @@
+//! A prune's result on disk, and applying it to a freshly loaded model.
+//!
+//! - `masks.safetensors`: one bit-packed mask per pruned matrix ([`super::mask::pack`]), named by
+//!   the weight's HF name. Always written (1 bit per weight).
+//! - `weights.safetensors`, for methods that change surviving weights: `kept.<name>` holds the
+//!   surviving values of a pruned matrix in row-major order (so storage shrinks with sparsity),
+//!   and `<name>` a full tensor the method changed besides (Slide-CLIP's LayerNorm γ).
+//!
+//! Applying = zero the masked entries, scatter the kept values, copy the changed tensors. The
+//! result is bit-identical to the pruned model that wrote the files.
+
+use super::{Outcome, mask};
+use crate::model::{Clip, ModelError, weights};
+use std::collections::HashMap;
+use std::path::Path;
+use tch::{Device, Tensor};
+
+pub const MASKS: &str = "masks.safetensors";
+pub const WEIGHTS: &str = "weights.safetensors";
+const KEPT: &str = "kept.";
+
+/// Writes the masks (and, when the method changed weights, the surviving values) of `outcome`,
+/// reading current values from `model`.
+pub fn write(model: &Clip, outcome: &Outcome, dir: &Path) -> Result<(), ModelError> {
+    let vars = model.vs.variables();
+    let var = |name: &str| {
+        vars.get(name).ok_or_else(|| ModelError::Weights {
+            path: dir.to_path_buf(),
+            reason: format!("the model has no tensor {name}"),
+        })
+    };
+    let mut masks = Vec::with_capacity(outcome.matrices.len());
+    let mut values = Vec::new();
+    for m in &outcome.matrices {
+        masks.push((m.name.clone(), mask::pack(&m.mask).to_device(Device::Cpu)));
+        if m.updated {
+            let kept = var(&m.name)?.masked_select(&m.mask.logical_not());
+            values.push((format!("{KEPT}{}", m.name), kept.to_device(Device::Cpu)));
+        }
+    }
+    for name in &outcome.changed {
+        values.push((name.clone(), var(name)?.to_device(Device::Cpu)));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    weights::write_file(&dir.join(MASKS), &masks)?;
+    if !values.is_empty() {
+        weights::write_file(&dir.join(WEIGHTS), &values)?;
+    }
+    Ok(())
+}
+
+/// Applies the prune stored in `dir` to `model` (loaded from the same base).
+pub fn apply(model: &Clip, dir: &Path) -> Result<(), ModelError> {
+    let read = |file: &str| -> Result<HashMap<String, Tensor>, ModelError> {
+        let path = dir.join(file);
+        if !path.is_file() {
+            return Ok(HashMap::new());
+        }
+        Ok(Tensor::read_safetensors(&path)
+            .map_err(|e| ModelError::Weights {
+                path: path.clone(),
+                reason: format!("not a readable safetensors file ({e})"),
+            })?
+            .into_iter()
+            .collect())
+    };
+    let masks = read(MASKS)?;
+    if masks.is_empty() {
+        return Err(ModelError::Weights {
+            path: dir.join(MASKS),
+            reason: "missing or empty".into(),
+        });
+    }
+    let mut values = read(WEIGHTS)?;
+    let vars = model.vs.variables();
+    let bad = |file: &str, reason: String| ModelError::Weights {
+        path: dir.join(file),
+        reason,
+    };
+    let device = model.vs.device();
+    tch::no_grad(|| -> Result<(), ModelError> {
+        for (name, packed) in &masks {
+            let mut w = vars
+                .get(name)
+                .ok_or_else(|| bad(MASKS, format!("the model has no tensor {name}")))?
+                .shallow_clone();
+            let shape = w.size();
+            let numel: i64 = shape.iter().product();
+            if packed.size() != [(numel + 7) / 8] {
+                return Err(bad(
+                    MASKS,
+                    format!("mask {name} does not fit a {shape:?} weight"),
+                ));
+            }
+            let m = mask::unpack(&packed.to_device(device), &shape);
+            match values.remove(&format!("{KEPT}{name}")) {
+                Some(kept) => {
+                    let keep = m.logical_not();
+                    let count = keep.sum(tch::Kind::Int64).int64_value(&[]);
+                    if kept.size() != [count] {
+                        return Err(bad(
+                            WEIGHTS,
+                            format!(
+                                "{KEPT}{name} holds {:?} values, the mask keeps {count}",
+                                kept.size()
+                            ),
+                        ));
+                    }
+                    let _ = w.zero_();
+                    let _ = w.masked_scatter_(&keep, &kept.to_device(device));
+                }
+                None => {
+                    let _ = w.masked_fill_(&m, 0.0);
+                }
+            }
+        }
+        for (name, t) in values {
+            let var = vars
+                .get(&name)
+                .ok_or_else(|| bad(WEIGHTS, format!("the model has no tensor {name}")))?;
+            if var.size() != t.size() {
+                return Err(bad(WEIGHTS, format!("tensor {name} has the wrong shape")));
+            }
+            var.shallow_clone().copy_(&t);
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,253 @@
+//! The layer-sequential driver (spec §4): per tower, each layer's statistics come from one dense
+//! forward of that layer on the pruned path's inputs; its six weights are pruned; the pruned
+//! layer's outputs become the next layer's inputs. Forwards run over the calibration set in
+//! chunks of samples (Decision 5), and statistics are sums over every token, counted in samples.
+
+use super::mask::Pattern;
+use super::{PruneError, PrunedMatrix, Tower, magnitude, sparsegpt, wanda};
+use crate::model::clip::{EncoderLayer, TextTower};
+use crate::model::{Clip, TokenBatch};
+use tch::nn::Module;
+use tch::{Kind, Tensor};
+
+/// Samples per forward chunk: bounds activation memory (`chunk · T · F` floats) for any `N`.
+pub const CHUNK: i64 = 64;
+
+/// The calibration pairs as the model takes them.
+pub struct Calibration {
+    /// Normalised pixels `[N, 3, H, W]`.
+    pub pixels: Tensor,
+    /// The captions, tokenised in one call (padded to the longest).
+    pub tokens: TokenBatch,
+}
+
+impl Calibration {
+    pub fn len(&self) -> i64 {
+        self.pixels.size()[0]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A tower's encoder-layer inputs on the calibration set: `x` (`[N, T, D]`) and the attention
+/// visibility (`[N, 1, T, T]`, text only).
+pub struct TowerInputs {
+    pub x: Tensor,
+    pub mask: Option<Tensor>,
+}
+
+/// Layer-0 inputs of `tower` (spec §3.5).
+pub fn tower_inputs(model: &Clip, tower: Tower, calib: &Calibration) -> TowerInputs {
+    let _g = tch::no_grad_guard();
+    match tower {
+        Tower::Vision => {
+            let parts: Vec<Tensor> = (0..calib.len())
+                .step_by(CHUNK as usize)
+                .map(|s| {
+                    let b = CHUNK.min(calib.len() - s);
+                    model.vision.embed(&calib.pixels.narrow(0, s, b))
+                })
+                .collect();
+            TowerInputs {
+                x: Tensor::cat(&parts, 0),
+                mask: None,
+            }
+        }
+        Tower::Text => TowerInputs {
+            x: model.text.embed(&calib.tokens.ids),
+            mask: Some(TextTower::attention_mask(&calib.tokens)),
+        },
+    }
+}
+
+/// The encoder layers of a tower.
+pub fn layers(model: &Clip, tower: Tower) -> &[EncoderLayer] {
+    match tower {
+        Tower::Vision => &model.vision.layers,
+        Tower::Text => &model.text.layers,
+    }
+}
+
+/// `f` applied to each chunk of samples (with its slice of the mask), results concatenated.
+pub fn map_chunks(
+    x: &Tensor,
+    mask: Option<&Tensor>,
+    mut f: impl FnMut(&Tensor, Option<&Tensor>) -> Tensor,
+) -> Tensor {
+    let n = x.size()[0];
+    let parts: Vec<Tensor> = (0..n)
+        .step_by(CHUNK as usize)
+        .map(|s| {
+            let b = CHUNK.min(n - s);
+            let m = mask.map(|m| m.narrow(0, s, b));
+            f(&x.narrow(0, s, b), m.as_ref())
+        })
+        .collect();
+    Tensor::cat(&parts, 0)
+}
+
+/// `layer(x)` over the calibration set, no gradients.
+pub fn forward(layer: &EncoderLayer, inputs: &TowerInputs) -> Tensor {
+    let _g = tch::no_grad_guard();
+    map_chunks(&inputs.x, inputs.mask.as_ref(), |x, m| layer.forward(x, m))
+}
+
+/// What a method needs to know about a Linear's inputs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Statistic {
+    /// `Σ x²` per input column (Wanda).
+    SquaredNorm,
+    /// `Σ xᵀx` (SparseGPT).
+    Gram,
+}
+
+/// Sums of the statistic over all tokens of all samples for the four distinct Linear inputs of
+/// a layer: `LN₁(x)` (q, k, v), the attention context (out), `LN₂(h)` (fc1), `act(fc1(·))` (fc2).
+pub fn layer_statistics(
+    layer: &EncoderLayer,
+    inputs: &TowerInputs,
+    statistic: Statistic,
+) -> [Tensor; 4] {
+    let _g = tch::no_grad_guard();
+    let n = inputs.x.size()[0];
+    let mut sums: Option<[Tensor; 4]> = None;
+    for s in (0..n).step_by(CHUNK as usize) {
+        let b = CHUNK.min(n - s);
+        let x = inputs.x.narrow(0, s, b);
+        let mask = inputs.mask.as_ref().map(|m| m.narrow(0, s, b));
+        let a = layer.layer_norm1.forward(&x);
+        let ctx = layer.self_attn.context(&a, mask.as_ref());
+        let h = &x + layer.self_attn.out_proj.forward(&ctx);
+        let m = layer.layer_norm2.forward(&h);
+        let hidden = layer.mlp.hidden(&m);
+        let stat = |z: &Tensor| {
+            let z = z.flatten(0, 1);
+            match statistic {
+                Statistic::SquaredNorm => z.square().sum_dim_intlist(0, false, Kind::Float),
+                Statistic::Gram => z.tr().matmul(&z),
+            }
+        };
+        let chunk = [stat(&a), stat(&ctx), stat(&m), stat(&hidden)];
+        sums = Some(match sums {
+            None => chunk,
+            Some(prev) => {
+                let [p0, p1, p2, p3] = prev;
+                let [c0, c1, c2, c3] = chunk;
+                [p0 + c0, p1 + c1, p2 + c2, p3 + c3]
+            }
+        });
+    }
+    sums.expect("calibration set is not empty")
+}
+
+/// Which of [`layer_statistics`]' four inputs feeds each of the six Linears (k, v, q, out, fc1,
+/// fc2).
+const INPUT_OF: [usize; 6] = [0, 0, 0, 1, 2, 3];
+
+/// A calibrated per-layer rule.
+#[derive(Debug, Clone, Copy)]
+pub enum LayerRule {
+    Wanda,
+    SparseGpt(sparsegpt::Settings),
+}
+
+impl LayerRule {
+    fn statistic(self) -> Statistic {
+        match self {
+            LayerRule::Wanda => Statistic::SquaredNorm,
+            LayerRule::SparseGpt(_) => Statistic::Gram,
+        }
+    }
+}
+
+/// The HF name of a Linear weight of layer `i`.
+pub fn weight_name(tower: Tower, i: usize, linear: &str) -> String {
+    format!("{}encoder.layers.{i}.{linear}.weight", tower.prefix())
+}
+
+/// Prunes the six weights of `layer` in place from statistics on `inputs` (steps 1–2 of §4).
+pub fn prune_layer(
+    layer: &EncoderLayer,
+    inputs: &TowerInputs,
+    rule: LayerRule,
+    pattern: Pattern,
+    tower: Tower,
+    index: usize,
+    samples: i64,
+) -> Result<Vec<PrunedMatrix>, PruneError> {
+    let stats = layer_statistics(layer, inputs, rule.statistic());
+    let _g = tch::no_grad_guard();
+    let mut out = Vec::with_capacity(6);
+    for (j, (name, linear)) in layer.linears().into_iter().enumerate() {
+        let stat = &stats[INPUT_OF[j]];
+        let mut ws = linear.ws.shallow_clone();
+        let name = weight_name(tower, index, name);
+        let (mask, updated) = match rule {
+            LayerRule::Wanda => (wanda::mask(&ws, &(stat / samples as f64), pattern), false),
+            LayerRule::SparseGpt(settings) => {
+                let h = stat * (2.0 / samples as f64);
+                let (w, mask) = sparsegpt::prune(&ws, &h, pattern, settings).map_err(|reason| {
+                    PruneError::Numerics {
+                        matrix: name.clone(),
+                        reason,
+                    }
+                })?;
+                ws.copy_(&w);
+                (mask, true)
+            }
+        };
+        let _ = ws.masked_fill_(&mask, 0.0);
+        out.push(PrunedMatrix {
+            name,
+            mask,
+            updated,
+        });
+    }
+    Ok(out)
+}
+
+/// Magnitude pruning of every Linear of the tower (no data, no sequencing needed).
+pub fn prune_magnitude(model: &Clip, tower: Tower, pattern: Pattern) -> Vec<PrunedMatrix> {
+    let _g = tch::no_grad_guard();
+    let mut out = Vec::new();
+    for (i, layer) in layers(model, tower).iter().enumerate() {
+        for (name, linear) in layer.linears() {
+            let mut ws = linear.ws.shallow_clone();
+            let mask = magnitude::mask(&ws, pattern);
+            let _ = ws.masked_fill_(&mask, 0.0);
+            out.push(PrunedMatrix {
+                name: weight_name(tower, i, name),
+                mask,
+                updated: false,
+            });
+        }
+    }
+    out
+}
+
+/// Wanda or SparseGPT over one tower, layer by layer on the pruned path (§4).
+pub fn prune_tower(
+    model: &Clip,
+    tower: Tower,
+    calib: &Calibration,
+    rule: LayerRule,
+    pattern: Pattern,
+) -> Result<Vec<PrunedMatrix>, PruneError> {
+    let mut inputs = tower_inputs(model, tower, calib);
+    let mut out = Vec::new();
+    for (i, layer) in layers(model, tower).iter().enumerate() {
+        out.extend(prune_layer(
+            layer,
+            &inputs,
+            rule,
+            pattern,
+            tower,
+            i,
+            calib.len(),
+        )?);
+        inputs.x = forward(layer, &inputs);
+    }
+    Ok(out)
+}
