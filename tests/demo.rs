@@ -1,5 +1,6 @@
 //! The demo pipeline end to end on the real binary: a new tiny model, fine-tuned on synthetic
-//! shapes, evaluated zero-shot — far above chance — and the tables written.
+//! shapes, evaluated zero-shot — far above chance — pruned by every method, and the tables
+//! written; one pruned point exported and evaluated by transformers with the same accuracy.
 
 use std::path::Path;
 use std::process::Command;
@@ -45,7 +46,8 @@ fn demo_finetunes_far_above_chance() {
     let csv = std::fs::read_to_string(d.join("results/demo/demo.csv")).unwrap();
     let mut rows = csv::Reader::from_reader(csv.as_bytes());
     let headers = rows.headers().unwrap().clone();
-    let row = rows.records().next().unwrap().unwrap();
+    let all: Vec<csv::StringRecord> = rows.records().map(Result::unwrap).collect();
+    let row = &all[0];
     let get = |name: &str| {
         row.get(headers.iter().position(|h| h == name).unwrap())
             .unwrap()
@@ -57,6 +59,90 @@ fn demo_finetunes_far_above_chance() {
     assert!(
         top1 > 0.8,
         "fine-tuned tiny model reaches only {top1}\n{log}"
+    );
+
+    // Every pruned point: evaluated, at its sparsity (both towers, six Linears per layer).
+    let field = |r: &csv::StringRecord, name: &str| -> String {
+        r.get(headers.iter().position(|h| h == name).unwrap())
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(all.len(), 1 + 5 * 3);
+    let mut top1_at_half = std::collections::BTreeMap::new();
+    for r in &all[1..] {
+        assert_eq!(field(r, "status"), "done");
+        let achieved: f64 = field(r, "achieved_sparsity").parse().unwrap();
+        let target: f64 = field(r, "target_sparsity").parse().unwrap();
+        assert!((achieved - target).abs() < 0.01, "{r:?}");
+        if field(r, "sparsity") == "0.5" {
+            top1_at_half.insert(field(r, "method"), field(r, "top1").parse::<f64>().unwrap());
+        }
+    }
+    eprintln!("top-1 at 50 % unstructured: {top1_at_half:?}");
+
+    // Export a pruned point; transformers loads it and measures the same accuracy.
+    let (code, log) = run(&[
+        "export",
+        "demo.toml",
+        "--model",
+        "tiny",
+        "--dataset",
+        "shapes",
+        "--method",
+        "sparsegpt",
+        "--sparsity",
+        "0.5",
+        "--out",
+        "exported",
+    ]);
+    assert_eq!(code, Some(0), "{log}");
+    let synthetic = orchestrate::data::synthetic::Synthetic {
+        classes: 10,
+        image_size: 48,
+        seed: 0,
+    };
+    std::fs::create_dir_all(d.join("images")).unwrap();
+    let mut paths = Vec::new();
+    let mut labels = Vec::new();
+    for i in 0..200 {
+        let path = d.join(format!("images/{i}.png"));
+        synthetic.image("test", i).save(&path).unwrap();
+        paths.push(path);
+        labels.push(synthetic.label(i));
+    }
+    let prompts = orchestrate::data::Prompts {
+        classnames: synthetic.classnames(),
+        templates: vec!["a photo of a {c}.".into()],
+    };
+    std::fs::write(
+        d.join("spec.json"),
+        serde_json::json!({
+            "images": paths, "labels": labels,
+            "classnames": prompts.classnames, "templates": prompts.templates,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let python = std::env::var("VIRTUAL_ENV")
+        .map(|v| Path::new(&v).join("bin/python"))
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    let out = Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/zeroshot_reference.py"))
+        .arg(d.join("exported"))
+        .arg(d.join("spec.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let ours = top1_at_half["sparsegpt"];
+    // Same weights, same images: at most one near-tie may flip.
+    assert!(
+        (ours - theirs).abs() <= 1.0 / 200.0 + 1e-9,
+        "orchestrate {ours}, transformers {theirs}"
     );
 
     // The fine-tuned vision tower is an HF vision checkpoint another manifest can overlay.
@@ -75,5 +161,5 @@ fn demo_finetunes_far_above_chance() {
     // Re-running is the resume: nothing recomputes.
     let (code, log) = run(&["run", "demo.toml"]);
     assert_eq!(code, Some(0));
-    assert!(log.contains("2 cached"), "{log}");
+    assert!(log.contains("33 cached"), "{log}");
 }

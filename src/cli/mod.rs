@@ -1,6 +1,7 @@
 //! Command line: the only place that wires manifest, planner, cache, executor, reporters and
 //! stages together. One file per subcommand.
 
+mod export;
 mod gc;
 mod init_model;
 mod plan;
@@ -108,6 +109,29 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Write one computed grid point's model as a complete Hugging Face CLIP directory.
+    Export {
+        manifest: PathBuf,
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        dataset: String,
+        #[arg(long)]
+        method: String,
+        /// As in the manifest: a fraction (`0.8`) or `n:m`.
+        #[arg(long)]
+        sparsity: String,
+        #[arg(long)]
+        calibration_size: Option<u32>,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Directory to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Write into a non-empty --out.
+        #[arg(long)]
+        force: bool,
+    },
     /// Compute one stage from a job spec (what `run` starts per stage; cluster backends call it too).
     Stage { job: PathBuf },
 }
@@ -134,6 +158,9 @@ pub enum CliError {
     Stage(#[from] StageError),
     #[error("{0}")]
     Model(#[from] crate::model::ModelError),
+    /// A command-line request that cannot be served (e.g. no such grid point).
+    #[error("{0}")]
+    Usage(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -145,7 +172,9 @@ pub enum CliError {
 impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::Manifest(_) | CliError::Plan(_) | CliError::Model(_) => exit::BAD_INPUT,
+            CliError::Manifest(_) | CliError::Plan(_) | CliError::Model(_) | CliError::Usage(_) => {
+                exit::BAD_INPUT
+            }
             CliError::Stage(StageError::BadJob { .. }) => exit::BAD_INPUT,
             CliError::Stage(_) => exit::STAGE_FAILED,
             CliError::Io { .. } => exit::INTERNAL,
@@ -194,6 +223,30 @@ pub fn main(cli: Cli) -> Result<i32, CliError> {
             seed,
             force,
         } => init_model::run(&dir, &preset, seed, force),
+        Command::Export {
+            manifest,
+            model,
+            dataset,
+            method,
+            sparsity,
+            calibration_size,
+            seed,
+            out,
+            force,
+        } => export::run(
+            &results,
+            &manifest,
+            &export::Selector {
+                model,
+                dataset,
+                method,
+                sparsity,
+                calibration_size,
+                seed,
+            },
+            &out,
+            force,
+        ),
         Command::Stage { job } => stage::run(&job),
     }
 }

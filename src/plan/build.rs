@@ -366,7 +366,7 @@ impl Builder<'_> {
             let id = self.add(
                 StageKind::Retrain,
                 object(&[("dataset", &ds_spec), ("train", &self.stage_params.retrain)]),
-                vec![prune],
+                [base_up.clone(), vec![prune]].concat(),
                 [mref.inputs.clone(), ds_inputs.clone()].concat(),
                 || format!("retrain {m}/{d} {name}@{sp}{calib_label}"),
                 || format!("retrain|{m}|{d}|{name}|{sp}|{calib_label}"),
@@ -377,8 +377,10 @@ impl Builder<'_> {
         let inputs = [mref.inputs.clone(), ds_inputs].concat();
         let what = format!("{m}/{d} {name}@{sp}{calib_label}");
         let slot = format!("{m}|{d}|{name}|{sp}|{calib_label}");
+        // The fine-tuned tower is the base the prune's masks and weights apply to.
+        let model_up = [base_up.clone(), vec![model_node]].concat();
         (out.evaluate, out.intrinsic_dimension) =
-            self.measure(&ds_spec, vec![model_node], inputs, &what, &slot);
+            self.measure(&ds_spec, model_up, inputs, &what, &slot);
         Ok(out)
     }
 

@@ -1,5 +1,5 @@
 //! What every ML stage needs from its job spec: the device and thread budget, the model (base,
-//! vision overlays, and an upstream fine-tuned vision tower), the tokenizer and preprocessing of
+//! vision overlays, an upstream fine-tuned vision tower, an upstream prune), the tokenizer and preprocessing of
 //! the base model, and the dataset (source, splits, class names and templates).
 
 use super::StageError;
@@ -84,18 +84,26 @@ pub fn load_model(job: &JobSpec, cache: &Cache, device: Device) -> Result<Clip, 
     {
         overlays.push(cache.artifacts_dir(&up.key).join(VISION_ARTIFACT));
     }
-    if let Some(up) = job
-        .upstream
-        .iter()
-        .find(|u| matches!(u.kind, StageKind::Prune | StageKind::Retrain))
-    {
+    if let Some(up) = job.upstream.iter().find(|u| u.kind == StageKind::Retrain) {
         return Err(StageError::Unavailable {
             kind: up.kind,
             version: env!("CARGO_PKG_VERSION"),
         });
     }
     let refs: Vec<&Path> = overlays.iter().map(PathBuf::as_path).collect();
-    Ok(Clip::load(base, &refs, device)?)
+    let model = Clip::load(base, &refs, device)?;
+    for up in job.upstream.iter().filter(|u| u.kind == StageKind::Prune) {
+        crate::prune::artifact::apply(&model, &cache.artifacts_dir(&up.key))?;
+    }
+    Ok(model)
+}
+
+/// The artifact directory of the job's upstream calibration, if any.
+pub fn calibration_dir(job: &JobSpec, cache: &Cache) -> Option<PathBuf> {
+    job.upstream
+        .iter()
+        .find(|u| u.kind == StageKind::Calibrate)
+        .map(|u| cache.artifacts_dir(&u.key))
 }
 
 pub fn tokenizer(job: &JobSpec) -> Result<ClipTokenizer, StageError> {

@@ -5,9 +5,11 @@
 //! A stage runs in its own child process (`orchestrate stage <job.json>`), so a crash, an OOM
 //! or a libtorch abort fails that node only.
 
+pub mod calibrate;
 pub mod context;
 pub mod evaluate;
 pub mod finetune;
+pub mod prune;
 #[cfg(feature = "test-stages")]
 pub mod simulated;
 
@@ -136,6 +138,8 @@ fn dispatch(
     match job.kind {
         StageKind::Evaluate => evaluate::run(job, cache, builder),
         StageKind::Finetune => finetune::run(job, cache, builder),
+        StageKind::Calibrate => calibrate::run(job, cache, builder),
+        StageKind::Prune => prune::run(job, cache, builder),
         kind => Err(StageError::Unavailable {
             kind,
             version: env!("CARGO_PKG_VERSION"),
