@@ -54,7 +54,7 @@ test: $(TEST_STAMP)
 	$(CARGO) build --release --locked
 
 bench: $(TEST_STAMP)
-	$(CARGO) bench --locked --features test-stages --bench core --bench clip
+	$(CARGO) bench --locked --features test-stages --bench core --bench clip --bench prune
 
 lint: $(STAMP)
 	$(CARGO) fmt --check

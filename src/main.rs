@@ -6,6 +6,12 @@ use orchestrate::cli::{self, Cli, Command, exit};
 fn main() {
     let cli = Cli::parse();
     let is_stage = matches!(cli.command, Command::Stage { .. });
+    if !matches!(cli.command, Command::Stage { .. } | Command::Run { .. }) {
+        // Reporting commands piped into `head` end quietly instead of panicking on a closed
+        // stdout. (`run` keeps ignoring SIGPIPE: it must outlive its terminal to reap stages.)
+        // SAFETY: restoring a default signal disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     if !is_stage {
         // User-facing commands never show a backtrace; stage processes keep the default hook so
         // their logs carry the full story.

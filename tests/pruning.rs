@@ -718,7 +718,6 @@ fn slide_teacher_targets_are_the_dense_hidden_states() {
         settings,
         Pattern::Unstructured(0.5),
         &start,
-        1,
         &mut outcome,
     )
     .unwrap();

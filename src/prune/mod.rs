@@ -176,7 +176,6 @@ pub fn prune(
                     settings,
                     pattern,
                     &start,
-                    1,
                     &mut outcome,
                 )?
             }
@@ -189,16 +188,11 @@ pub fn prune(
                     nm => nm,
                 };
                 for (pass, p) in [(1, first), (2, pattern)] {
-                    slide::prune_tower(
-                        model,
-                        tower,
-                        calib(),
-                        settings,
-                        p,
-                        &start,
-                        pass,
-                        &mut outcome,
-                    )?;
+                    let before = outcome.epochs.len();
+                    slide::prune_tower(model, tower, calib(), settings, p, &start, &mut outcome)?;
+                    for record in &mut outcome.epochs[before..] {
+                        record.pass = pass;
+                    }
                 }
             }
         }

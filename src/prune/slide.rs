@@ -25,7 +25,7 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct EpochRecord {
     pub tower: Tower,
-    /// 1, or 2 for the second pass of the progressive variant.
+    /// 1, or 2 for the second pass of the progressive variant (set by its caller).
     pub pass: usize,
     pub layer: usize,
     pub epochs: usize,
@@ -158,7 +158,6 @@ pub fn prune_tower(
     settings: Settings,
     pattern: Pattern,
     teacher_start: &Tensor,
-    pass: usize,
     outcome: &mut Outcome,
 ) -> Result<(), PruneError> {
     let layers = sequential::layers(model, tower);
@@ -188,7 +187,7 @@ pub fn prune_tower(
             let (epochs, last_loss) = distil(next, &inputs, target, &settings);
             outcome.epochs.push(EpochRecord {
                 tower,
-                pass,
+                pass: 1,
                 layer: i + 1,
                 epochs,
                 last_loss,

@@ -1,0 +1,181 @@
+//! `make bench` — pruning figures on this machine's CPU (printed, not asserted): Wanda and
+//! SparseGPT on the ViT-B/32 architecture (random weights, both towers, 128 calibration pairs),
+//! seconds and peak RSS, next to a per-sample baseline that mirrors the reference code's loops
+//! (one sample per forward, statistics updated as running means per sample). Target: ≥ 2×.
+//!
+//! Each case runs in its own process (this binary re-executed with `--case`) so peak RSS is
+//! per case.
+
+use orchestrate::model::clip::EncoderLayer;
+use orchestrate::model::{Clip, TokenBatch, create};
+use orchestrate::prune::sequential::{self, LayerRule, TowerInputs};
+use orchestrate::prune::{Calibration, Method, Pattern, Tower, mask, sparsegpt, wanda};
+use std::process::Command;
+use std::time::Instant;
+use tch::nn::Module;
+use tch::{Device, Kind, Tensor};
+
+const SAMPLES: i64 = 128;
+
+fn setup() -> (Clip, Calibration) {
+    tch::manual_seed(0);
+    let config = create::preset("vit-b32").expect("preset");
+    let mut model = Clip::new(&config, Device::Cpu);
+    model.set_eval();
+    let pixels = Tensor::randn([SAMPLES, 3, 224, 224], (Kind::Float, Device::Cpu));
+    let t = 16;
+    let lens = Tensor::randint_low(6, t + 1, [SAMPLES], (Kind::Int64, Device::Cpu));
+    let pos = Tensor::arange(t, (Kind::Int64, Device::Cpu)).view([1, t]);
+    let mask = pos.lt_tensor(&lens.view([SAMPLES, 1])).to_kind(Kind::Int64);
+    let ids = Tensor::randint_low(1, 49_000, [SAMPLES, t], (Kind::Int64, Device::Cpu));
+    let eos = &lens - 1;
+    let ids = ids.scatter(
+        1,
+        &eos.view([SAMPLES, 1]),
+        &Tensor::full([SAMPLES, 1], 49_407, (Kind::Int64, Device::Cpu)),
+    );
+    let tokens = TokenBatch { ids, mask, eos };
+    (model, Calibration { pixels, tokens })
+}
+
+/// The reference's loop: per sample, a forward of the layer with hooks that update the
+/// statistic as a running mean (`add_batch` with one sample), then per-sample recompute.
+fn per_sample_layer(layer: &EncoderLayer, inputs: &TowerInputs, rule: LayerRule, pattern: Pattern) {
+    let _g = tch::no_grad_guard();
+    let n = inputs.x.size()[0];
+    let mut stats: Vec<Option<Tensor>> = vec![None, None, None, None];
+    for j in 0..n {
+        let x = inputs.x.narrow(0, j, 1);
+        let m = inputs.mask.as_ref().map(|m| m.narrow(0, j, 1));
+        let a = layer.layer_norm1.forward(&x);
+        let ctx = layer.self_attn.context(&a, m.as_ref());
+        let h = &x + layer.self_attn.out_proj.forward(&ctx);
+        let ln2 = layer.layer_norm2.forward(&h);
+        let hid = layer.mlp.hidden(&ln2);
+        // q, k and v each carry their own hook in the reference: three identical updates.
+        for (slot, z) in [(0, &a), (0, &a), (0, &a), (1, &ctx), (2, &ln2), (3, &hid)] {
+            let z = z.flatten(0, 1);
+            let done = j as f64;
+            let update = match rule {
+                LayerRule::Wanda => {
+                    z.square().sum_dim_intlist(0, false, Kind::Float) / (done + 1.0)
+                }
+                LayerRule::SparseGpt(_) => {
+                    let z = &z * (2.0 / (done + 1.0)).sqrt();
+                    z.tr().matmul(&z)
+                }
+            };
+            let s = stats[slot].take();
+            stats[slot] = Some(match s {
+                None => update,
+                Some(prev) => prev * (done / (done + 1.0)) + update,
+            });
+        }
+    }
+    for (j, (_, linear)) in layer.linears().into_iter().enumerate() {
+        let stat = stats[[0, 0, 0, 1, 2, 3][j]].as_ref().unwrap();
+        let mut ws = linear.ws.shallow_clone();
+        let m = match rule {
+            LayerRule::Wanda => wanda::mask(&ws, stat, pattern),
+            LayerRule::SparseGpt(s) => {
+                let (w, m) = sparsegpt::prune(&ws, stat, pattern, s).unwrap();
+                ws.copy_(&w);
+                m
+            }
+        };
+        let _ = ws.masked_fill_(&m, 0.0);
+        let _ = mask::pack(&m);
+    }
+}
+
+fn per_sample(model: &Clip, calib: &Calibration, rule: LayerRule, pattern: Pattern) {
+    for tower in [Tower::Vision, Tower::Text] {
+        let mut inputs = sequential::tower_inputs(model, tower, calib);
+        for layer in sequential::layers(model, tower) {
+            per_sample_layer(layer, &inputs, rule, pattern);
+            let _g = tch::no_grad_guard();
+            let n = inputs.x.size()[0];
+            let outs: Vec<Tensor> = (0..n)
+                .map(|j| {
+                    let m = inputs.mask.as_ref().map(|m| m.narrow(0, j, 1));
+                    layer.forward(&inputs.x.narrow(0, j, 1), m.as_ref())
+                })
+                .collect();
+            inputs.x = Tensor::cat(&outs, 0);
+        }
+    }
+}
+
+fn peak_rss_mib() -> f64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct we own.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage.ru_maxrss as f64 / 1024.0
+}
+
+fn case(method: &str, variant: &str) {
+    let threads = std::env::var("BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as i32));
+    tch::set_num_threads(threads);
+    let (model, calib) = setup();
+    let settings = sparsegpt::Settings {
+        blocksize: 128,
+        percdamp: 0.01,
+    };
+    let pattern = Pattern::Unstructured(0.5);
+    let clock = Instant::now();
+    match (method, variant) {
+        ("wanda", "batched") => {
+            orchestrate::prune::prune(
+                &model,
+                Some(&calib),
+                Method::Wanda,
+                pattern,
+                &[Tower::Vision, Tower::Text],
+            )
+            .unwrap();
+        }
+        ("sparsegpt", "batched") => {
+            orchestrate::prune::prune(
+                &model,
+                Some(&calib),
+                Method::SparseGpt(settings),
+                pattern,
+                &[Tower::Vision, Tower::Text],
+            )
+            .unwrap();
+        }
+        ("wanda", _) => per_sample(&model, &calib, LayerRule::Wanda, pattern),
+        (_, _) => per_sample(&model, &calib, LayerRule::SparseGpt(settings), pattern),
+    }
+    println!("{} {}", clock.elapsed().as_secs_f64(), peak_rss_mib());
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--case") {
+        return case(&args[i + 1], &args[i + 2]);
+    }
+    let exe = std::env::current_exe().expect("own path");
+    let run = |method: &str, variant: &str| -> (f64, f64) {
+        let out = Command::new(&exe)
+            .args(["--case", method, variant])
+            .output()
+            .expect("child runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut it = text
+            .split_whitespace()
+            .map(|v| v.parse::<f64>().unwrap_or(f64::NAN));
+        (it.next().unwrap_or(f64::NAN), it.next().unwrap_or(f64::NAN))
+    };
+    for method in ["wanda", "sparsegpt"] {
+        let (bs, br) = run(method, "batched");
+        let (ps, pr) = run(method, "per-sample");
+        println!(
+            "prune {method}, ViT-B/32 both towers, {SAMPLES} calibration pairs, 50 %: orchestrate {bs:.1} s / {br:.0} MiB peak, per-sample baseline {ps:.1} s / {pr:.0} MiB ({:.2}× faster)  (target ≥ 2×)",
+            ps / bs
+        );
+    }
+}
