@@ -6,10 +6,13 @@
 use orchestrate::data::Preprocessor;
 use orchestrate::model::tokenizer::build_tokenizer;
 use orchestrate::model::{Clip, ClipTokenizer, TokenBatch, zeroshot};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 use tch::{Device, Kind, Tensor};
+
+mod common;
+use common::python;
 
 /// Feature tolerance (max absolute difference, fp32).
 const FEATURE_TOL: f64 = 1e-4;
@@ -18,12 +21,6 @@ const FEATURE_TOL: f64 = 1e-4;
 const PIXEL_TOL: f64 = 0.0;
 /// JPEG inputs: the decoders themselves differ by a few levels.
 const JPEG_TOL: f64 = 4.0 / 255.0;
-
-fn python() -> PathBuf {
-    let venv = std::env::var("VIRTUAL_ENV")
-        .unwrap_or_else(|_| format!("{}/.venv", env!("CARGO_MANIFEST_DIR")));
-    PathBuf::from(venv).join("bin/python")
-}
 
 /// The prompts the tokenizer is trained on and compared over: every built-in rendered prompt.
 fn prompts() -> Vec<String> {
@@ -53,7 +50,7 @@ fn reference() -> &'static Path {
         sample.push("zebra ".repeat(90));
         std::fs::write(&prompts_path, serde_json::to_string(&sample).unwrap()).unwrap();
         let status = Command::new(python())
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/clip_reference.py"))
+            .arg(common::reference_script("clip_reference.py"))
             .arg(dir.path())
             .arg(&tok)
             .arg(&prompts_path)

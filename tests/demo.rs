@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_orchestrate");
+mod common;
+use common::{BIN, python};
 
 #[test]
 fn demo_finetunes_far_above_chance() {
@@ -123,11 +124,8 @@ fn demo_finetunes_far_above_chance() {
         .to_string(),
     )
     .unwrap();
-    let python = std::env::var("VIRTUAL_ENV")
-        .map(|v| Path::new(&v).join("bin/python"))
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    let out = Command::new(python)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/zeroshot_reference.py"))
+    let out = Command::new(python())
+        .arg(common::reference_script("zeroshot_reference.py"))
         .arg(d.join("exported"))
         .arg(d.join("spec.json"))
         .output()

@@ -2,16 +2,11 @@
 //! a tiny model from `init-model`, and recall@k in the tables equal to the same computation in
 //! transformers (`tests/reference/retrieval_reference.py`) on the same files.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_orchestrate");
-
-fn python() -> PathBuf {
-    let venv = std::env::var("VIRTUAL_ENV")
-        .unwrap_or_else(|_| format!("{}/.venv", env!("CARGO_MANIFEST_DIR")));
-    PathBuf::from(venv).join("bin/python")
-}
+mod common;
+use common::{BIN, python};
 
 /// 12 test images (each a distinct colour pattern) with two captions each, plus train images
 /// that must be left out.
@@ -97,7 +92,7 @@ dataset = ["flickr"]
     };
 
     let out = Command::new(python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/retrieval_reference.py"))
+        .arg(common::reference_script("retrieval_reference.py"))
         .arg(d.join("models/tiny"))
         .arg(d.join("flickr/dataset.json"))
         .arg(d.join("flickr/images"))

@@ -7,6 +7,20 @@ use std::process::{Command, Output};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_orchestrate");
 
+/// The test virtualenv's python (the reference implementation's interpreter).
+pub fn python() -> PathBuf {
+    let venv = std::env::var("VIRTUAL_ENV")
+        .unwrap_or_else(|_| format!("{}/.venv", env!("CARGO_MANIFEST_DIR")));
+    PathBuf::from(venv).join("bin/python")
+}
+
+/// A reference script under `tests/reference/`.
+pub fn reference_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/reference")
+        .join(name)
+}
+
 /// A temporary directory holding manifests and a results directory.
 pub struct Project {
     pub dir: tempfile::TempDir,
