@@ -196,3 +196,68 @@ fn fingerprint_cache_reuses_hashes_by_size_and_mtime() {
         first
     );
 }
+
+#[test]
+fn explicit_calibration_indices_define_only_the_calibration() {
+    let project = Project::new();
+    project.write(
+        "idx.txt",
+        "[3, 1, 4, 15,\n 9 2 6 5 35 8 97 93 23 84 62 64]\n",
+    );
+    let with = |list: &str| {
+        SWEEP.replace(
+            "classes = 4\n",
+            &format!("classes = 4\ncalibration_indices = {list}\n"),
+        )
+    };
+    let from_file = plan_of(&project.write("f.toml", &with("\"idx.txt\"")));
+    let inline = plan_of(&project.write(
+        "i.toml",
+        &with("[3, 1, 4, 15, 9, 2, 6, 5, 35, 8, 97, 93, 23, 84, 62, 64]"),
+    ));
+    assert_eq!(
+        keys(&from_file),
+        keys(&inline),
+        "a file and a list are the same input"
+    );
+    let calibrations: Vec<_> = from_file
+        .nodes
+        .iter()
+        .filter(|n| n.kind == StageKind::Calibrate && n.label.contains("/d1 "))
+        .map(|n| n.params_json())
+        .collect();
+    assert_eq!(calibrations.len(), 2 * 2, "(model, size); no seed axis");
+    for params in &calibrations {
+        let n = params["size"].as_u64().unwrap() as usize;
+        let want = [3, 1, 4, 15, 9, 2, 6, 5, 35, 8, 97, 93, 23, 84, 62, 64];
+        assert_eq!(params["indices"], serde_json::json!(want[..n]));
+        assert!(params.get("seed").is_none());
+    }
+    // Other lists change the calibrations and what depends on them, never the dense stages.
+    let other = plan_of(&project.write(
+        "o.toml",
+        &with("[7, 1, 4, 15, 9, 2, 6, 5, 35, 8, 97, 93, 23, 84, 62, 64, 0]"),
+    ));
+    let plain = plan_of(&project.write("p.toml", SWEEP));
+    for p in [&other, &plain] {
+        for dense in &p.dense {
+            let same = from_file
+                .dense
+                .iter()
+                .find(|d| (&d.model, &d.dataset) == (&dense.model, &dense.dataset))
+                .unwrap();
+            assert_eq!(
+                p.nodes[dense.nodes.evaluate.unwrap()].key,
+                from_file.nodes[same.nodes.evaluate.unwrap()].key
+            );
+        }
+        let changed = |k: StageKind| {
+            p.nodes
+                .iter()
+                .filter(|n| n.kind == k)
+                .filter(|n| !keys(&from_file).contains(&n.key))
+                .count()
+        };
+        assert_eq!(changed(StageKind::Calibrate), 4);
+    }
+}

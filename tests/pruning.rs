@@ -265,6 +265,47 @@ fn sparsegpt_f64(
     (w, mask)
 }
 
+/// The case Wanda is built for (its paper's motivation): a few input features with large
+/// magnitudes. Weighing |W| by the input norms must then lose far less of the layer's output
+/// than magnitude alone, and SparseGPT, which also updates the survivors, less still.
+#[test]
+fn with_outlier_features_wanda_and_sparsegpt_reconstruct_better_than_magnitude() {
+    let (n, c, r) = (512i64, 128i64, 64i64);
+    let (x, w) = seeded(11, || {
+        let scale =
+            Tensor::ones([c], CPU).index_fill(0, &Tensor::from_slice(&[3i64, 40, 77, 101]), 25.0);
+        (
+            Tensor::randn([n, c], CPU) * scale,
+            Tensor::randn([r, c], CPU),
+        )
+    });
+    let output_error = |pruned: &Tensor| {
+        let diff = x.matmul(&(&w - pruned).tr());
+        diff.square().sum(Kind::Double).double_value(&[])
+    };
+    let zeroed = |mask: &Tensor| w.masked_fill(mask, 0.0);
+    let sum_sq = x.square().sum_dim_intlist(0, false, Kind::Float);
+    let h = x.tr().matmul(&x) * (2.0 / n as f64);
+    let settings = sparsegpt::Settings {
+        blocksize: 128,
+        percdamp: 0.01,
+    };
+    for p in [Pattern::Unstructured(0.5), Pattern::NM { n: 2, m: 4 }] {
+        let magnitude = output_error(&zeroed(&magnitude::mask(&w, p)));
+        let wanda = output_error(&zeroed(&wanda::mask(&w, &(&sum_sq / n as f64), p)));
+        let (updated, _) = sparsegpt::prune(&w, &h, p, settings).unwrap();
+        let sparsegpt = output_error(&updated);
+        assert!(
+            wanda < 0.5 * magnitude,
+            "{p:?}: wanda {wanda:.4e} vs magnitude {magnitude:.4e}"
+        );
+        assert!(
+            sparsegpt < wanda,
+            "{p:?}: sparsegpt {sparsegpt:.4e} vs wanda {wanda:.4e}"
+        );
+    }
+}
+
 #[test]
 fn sparsegpt_matches_a_float64_implementation() {
     let (r, c, tokens) = (96usize, 160usize, 2000i64);

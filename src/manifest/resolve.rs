@@ -105,6 +105,7 @@ impl Cx<'_> {
         let mut models = models;
         if let Some(points) = &grid {
             self.resolve_model_inputs(top, &mut models, points);
+            self.check_calibration_indices(top, &datasets, &methods, points);
         }
         // A dense-only grid keeps its (model, dataset) pairs and has no pruning points.
         let (grid, dense_pairs) = match grid {
@@ -343,6 +344,59 @@ impl Cx<'_> {
                     out.extend(self.string(item, &p).map(Json::from));
                 }
                 (out.len() == items.len()).then_some(Json::Array(out))
+            }
+            ParamType::IndexList => {
+                let indices = match &node.value {
+                    Value::Array(items) => {
+                        let mut out = Vec::with_capacity(items.len());
+                        for (i, item) in items.iter().enumerate() {
+                            let p = format!("{path}[{i}]");
+                            out.push(self.integer(item, &p, 0, i64::MAX)? as u64);
+                        }
+                        out
+                    }
+                    Value::String(file) => {
+                        let file = self.base_dir.join(file);
+                        match read_index_file(&file) {
+                            Ok(v) => v,
+                            Err(msg) => {
+                                self.d.error_hint(
+                                    &node.span,
+                                    path,
+                                    msg,
+                                    "give integers separated by whitespace or commas",
+                                );
+                                return None;
+                            }
+                        }
+                    }
+                    other => {
+                        self.d.error(
+                            &node.span,
+                            path,
+                            format!(
+                                "expected a list of indices or a file name, found {}",
+                                other.type_name()
+                            ),
+                        );
+                        return None;
+                    }
+                };
+                if indices.is_empty() {
+                    self.d.error(&node.span, path, "no indices given");
+                    return None;
+                }
+                let mut seen = std::collections::HashSet::with_capacity(indices.len());
+                if let Some(dup) = indices.iter().find(|&&i| !seen.insert(i)) {
+                    self.d.error_hint(
+                        &node.span,
+                        path,
+                        format!("index {dup} appears twice"),
+                        "calibration images are drawn without replacement",
+                    );
+                    return None;
+                }
+                Some(Json::from(indices))
             }
         }
     }
@@ -1295,6 +1349,60 @@ impl Cx<'_> {
         }
     }
 
+    /// A dataset's explicit calibration indices must cover the largest calibration size a
+    /// calibrated method asks of it.
+    fn check_calibration_indices(
+        &mut self,
+        top: &Table,
+        datasets: &BTreeMap<String, (Span, DatasetDef)>,
+        methods: &BTreeMap<String, (Span, MethodDef)>,
+        points: &[GridPoint],
+    ) {
+        let calibrated = |name: &str| match methods.get(name) {
+            Some((_, m)) => m.needs_calibration,
+            None => schema::method_kind(name).is_some_and(|k| k.needs_calibration),
+        };
+        for (name, (_, def)) in datasets {
+            let Some(listed) = def
+                .params
+                .get("calibration_indices")
+                .and_then(Json::as_array)
+            else {
+                continue;
+            };
+            let largest = points
+                .iter()
+                .filter(|p| &p.dataset == name && calibrated(&p.method))
+                .map(|p| p.calibration_size as usize)
+                .max();
+            let Some(largest) = largest.filter(|&n| n > listed.len()) else {
+                continue;
+            };
+            let node = top
+                .get("datasets")
+                .and_then(|e| match &e.node.value {
+                    Value::Table(t) => t.get(name),
+                    _ => None,
+                })
+                .and_then(|e| match &e.node.value {
+                    Value::Table(t) => t.get("calibration_indices"),
+                    _ => None,
+                });
+            let path = format!("datasets.{name}.calibration_indices");
+            if let Some(e) = node {
+                self.d.error_hint(
+                    &e.node.span,
+                    &path,
+                    format!(
+                        "{} calibration indices, but the grid asks for calibration_size = {largest}",
+                        listed.len()
+                    ),
+                    "list at least that many indices, or lower `calibration_size`",
+                );
+            }
+        }
+    }
+
     fn locate(&self, source: &InputSource, repo_type: hf::RepoType) -> Result<PathBuf, String> {
         match source {
             InputSource::Hub(repo) => hf::resolve(repo, repo_type),
@@ -1355,6 +1463,24 @@ fn to_point(p: &BTreeMap<&str, AxisValue>, overrides: Params) -> GridPoint {
         seed: int("seed") as u64,
         overrides,
     }
+}
+
+/// The integers of an index file: separated by whitespace or commas, optionally inside `[ ]`.
+fn read_index_file(file: &Path) -> Result<Vec<u64>, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read index file {}: {e}", file.display()))?;
+    let body = text.trim();
+    let body = body
+        .strip_prefix('[')
+        .and_then(|b| b.strip_suffix(']'))
+        .unwrap_or(body);
+    body.split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<u64>()
+                .map_err(|_| format!("{}: `{t}` is not a non-negative integer", file.display()))
+        })
+        .collect()
 }
 
 fn method_kind_names() -> Vec<&'static str> {

@@ -24,6 +24,9 @@ pub enum ParamType {
     Str,
     /// A list of strings (class names, templates, ...).
     StrList,
+    /// Distinct non-negative integers: an inline list, or the path of a text file holding them
+    /// (separated by whitespace or commas, optionally inside `[ ]`), relative to the manifest.
+    IndexList,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -388,6 +391,12 @@ pub const DATASET_COMMON_PARAMS: &[ParamSpec] = &[
         ParamType::StrList,
         DefaultValue::Derived,
         "prompt templates with `{c}`; default: the built-in list",
+    ),
+    p(
+        "calibration_indices",
+        ParamType::IndexList,
+        DefaultValue::Derived,
+        "training-split indices of the calibration images, in order (a list or a file); a point uses the first `calibration_size`; default: a draw seeded by the point's seed",
     ),
     p(
         "prompts",

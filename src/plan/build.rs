@@ -220,7 +220,11 @@ impl Builder<'_> {
             return s.clone();
         }
         let d = &self.exp.datasets[dataset];
-        let spec = canonical(&json!({ "kind": d.kind.name(), "options": d.params }));
+        // Explicit calibration indices define the calibration only (its key carries them), so
+        // editing them leaves evaluations and fine-tuning cached.
+        let mut options = d.params.clone();
+        options.remove("calibration_indices");
+        let spec = canonical(&json!({ "kind": d.kind.name(), "options": options }));
         self.dataset_specs.insert(dataset.to_string(), spec.clone());
         spec
     }
@@ -324,12 +328,17 @@ impl Builder<'_> {
 
         let mut prune_up = base_up.clone();
         if method.needs_calibration {
+            // With an explicit list the point's seed plays no part: the first `n` listed images.
+            let draw = match self.exp.datasets[d].params.get("calibration_indices") {
+                Some(Json::Array(listed)) => ("indices", canonical(&json!(listed[..n as usize]))),
+                _ => ("seed", seed.to_string()),
+            };
             let id = self.add(
                 StageKind::Calibrate,
                 object(&[
                     ("dataset", &ds_spec),
                     ("size", &n.to_string()),
-                    ("seed", &seed.to_string()),
+                    (draw.0, &draw.1),
                 ]),
                 base_up.clone(),
                 [mref.inputs.clone(), ds_inputs.clone()].concat(),

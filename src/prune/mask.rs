@@ -4,7 +4,9 @@
 //! Masks are boolean tensors shaped like the weight, `true` = pruned. Ties always resolve to the
 //! lower column index (stable sorts), so masks are deterministic.
 
-use tch::{Kind, Tensor};
+use rayon::prelude::*;
+use std::cmp::Ordering;
+use tch::{Device, Kind, Tensor};
 
 /// Target sparsity pattern of a prune.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -55,13 +57,72 @@ pub fn n_of_m(scores: &Tensor, n: i64, m: i64) -> Tensor {
 }
 
 /// The `k` lowest entries along the last dimension, ties to the lower index.
+///
+/// On the CPU a per-row selection (`select_nth`, linear time, rows in parallel) replaces the
+/// full stable sort, which was a third of Wanda's run time on ViT-B/32; both give the same mask.
 fn lowest(scores: &Tensor, k: i64) -> Tensor {
+    if scores.device() == Device::Cpu {
+        lowest_by_selection(scores, k)
+    } else {
+        lowest_by_sort(scores, k)
+    }
+}
+
+fn lowest_by_sort(scores: &Tensor, k: i64) -> Tensor {
     let (_, order) = scores.sort_stable(true, -1, false);
     let mut mask = Tensor::zeros(scores.size(), (Kind::Bool, scores.device()));
     if k > 0 {
         let _ = mask.scatter_value_(-1, &order.narrow(-1, 0, k), 1);
     }
     mask
+}
+
+fn lowest_by_selection(scores: &Tensor, k: i64) -> Tensor {
+    let shape = scores.size();
+    let len = *shape.last().expect("scores have a last dimension") as usize;
+    // `+ 0.0` maps -0.0 to 0.0 so the total order below ties them, as the sort does.
+    let values = Vec::<f32>::try_from((scores.to_kind(Kind::Float) + 0.0).contiguous().view([-1]))
+        .expect("float scores convert to a vector");
+    let mut mask = vec![0u8; values.len()];
+    let k = k.clamp(0, len as i64) as usize;
+    if k > 0 && len > 0 {
+        // Tasks of whole rows, large enough that n:m's 4-wide groups do not drown in overhead.
+        let rows_per_task = (1 << 14) / len + 1;
+        mask.par_chunks_mut(len * rows_per_task)
+            .zip(values.par_chunks(len * rows_per_task))
+            .for_each(|(mask, values)| {
+                let mut scratch = Vec::with_capacity(len);
+                for (mask, row) in mask.chunks_mut(len).zip(values.chunks(len)) {
+                    mark_lowest(row, k, mask, &mut scratch);
+                }
+            });
+    }
+    Tensor::from_slice(&mask)
+        .view(shape.as_slice())
+        .to_kind(Kind::Bool)
+}
+
+/// Marks the `k` lowest values of `row` (ties to the lower index) with 1 in `mask`.
+fn mark_lowest(row: &[f32], k: usize, mask: &mut [u8], scratch: &mut Vec<f32>) {
+    scratch.clear();
+    scratch.extend_from_slice(row);
+    let (_, kth, _) = scratch.select_nth_unstable_by(k - 1, f32::total_cmp);
+    let kth = *kth;
+    let below = row
+        .iter()
+        .filter(|v| v.total_cmp(&kth) == Ordering::Less)
+        .count();
+    let mut ties = k - below;
+    for (m, v) in mask.iter_mut().zip(row) {
+        match v.total_cmp(&kth) {
+            Ordering::Less => *m = 1,
+            Ordering::Equal if ties > 0 => {
+                *m = 1;
+                ties -= 1;
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A boolean mask → `ceil(numel / 8)` bytes, element `i` (row-major) in bit `i % 8` of byte
@@ -136,6 +197,26 @@ mod tests {
             bools(&n_of_m(&s, 2, 4)),
             [false, false, true, true, true, false, false, true]
         );
+    }
+
+    #[test]
+    fn selection_equals_the_stable_sort() {
+        tch::manual_seed(3);
+        for (shape, k) in [
+            ([64i64, 768], 384),
+            ([3, 4], 2),
+            ([5, 7], 0),
+            ([5, 7], 7),
+            ([9, 33], 1),
+        ] {
+            // Few distinct values (and signed zeros) so ties are everywhere.
+            let s = (Tensor::rand(shape, (Kind::Float, Device::Cpu)) * 4.0).floor() - 1.0;
+            let s = s.abs() * Tensor::randn(shape, (Kind::Float, Device::Cpu)).sign();
+            assert!(
+                lowest_by_selection(&s, k).equal(&lowest_by_sort(&s, k)),
+                "{shape:?} k={k}"
+            );
+        }
     }
 
     #[test]
