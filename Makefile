@@ -18,9 +18,10 @@ export PATH := $(VIRTUAL_ENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 
 STAMP := $(VENV)/.torch-$(TORCH_VERSION)
-# The reference implementation the tests compare against (the version the seed papers ran).
-TEST_DEPS := transformers==4.47.1 pillow numpy safetensors
-TEST_STAMP := $(VENV)/.test-deps-transformers-4.47.1
+# The reference implementations the tests compare against: transformers (the version the seed
+# papers ran) and scikit-learn (t-SNE, silhouette; the version the spec's check values came from).
+TEST_DEPS := transformers==4.47.1 scikit-learn==1.9.1 pillow numpy safetensors
+TEST_STAMP := $(VENV)/.test-deps-transformers-4.47.1-sklearn-1.9.1
 DEMO_MODEL := experiments/models/tiny-clip
 
 .PHONY: setup build demo test bench lint fmt clean
@@ -54,7 +55,7 @@ test: $(TEST_STAMP)
 	$(CARGO) build --release --locked
 
 bench: $(TEST_STAMP)
-	$(CARGO) bench --locked --features test-stages --bench core --bench clip --bench prune
+	$(CARGO) bench --locked --features test-stages --bench core --bench clip --bench prune --bench analysis
 
 lint: $(STAMP)
 	$(CARGO) fmt --check

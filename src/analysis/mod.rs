@@ -1,4 +1,8 @@
-//! Measurements on model outputs: classification and retrieval metrics (and, later, TwoNN and
-//! t-SNE). Pure tensor code, tested against direct references.
+//! Measurements on model outputs: classification and retrieval metrics, TwoNN intrinsic
+//! dimension, exact t-SNE and silhouette scores. Pure tensor code, tested against direct
+//! references (float64 implementations, scikit-learn, the spec's check values).
 
 pub mod metrics;
+pub mod silhouette;
+pub mod tsne;
+pub mod twonn;
