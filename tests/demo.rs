@@ -81,6 +81,33 @@ fn demo_finetunes_far_above_chance() {
     }
     eprintln!("top-1 at 50 % unstructured: {top1_at_half:?}");
 
+    // Intrinsic dimension of every model's vision layers (3 in the tiny preset), dense and
+    // pruned: the long table has one row per point and layer, the main table the summaries.
+    let id_csv = std::fs::read_to_string(d.join("results/demo/demo_id.csv")).unwrap();
+    let mut id_rows = csv::Reader::from_reader(id_csv.as_bytes());
+    let id_headers = id_rows.headers().unwrap().clone();
+    let id_all: Vec<csv::StringRecord> = id_rows.records().map(Result::unwrap).collect();
+    assert_eq!(id_all.len(), all.len() * 3);
+    let at = |r: &csv::StringRecord, name: &str| {
+        r.get(id_headers.iter().position(|h| h == name).unwrap())
+            .unwrap()
+            .to_string()
+    };
+    for r in &id_all {
+        assert_eq!(
+            (at(r, "status").as_str(), at(r, "tower").as_str()),
+            ("done", "vision")
+        );
+        let dim: f64 = at(r, "intrinsic_dimension").parse().unwrap();
+        // Width-64 representations of 1000 images: a positive dimension below the width.
+        assert!(dim > 1.0 && dim < 64.0, "{r:?}");
+        assert_eq!(at(r, "samples"), "1000");
+    }
+    for r in &all {
+        let mean: f64 = field(r, "vision_id_mean").parse().unwrap();
+        assert!(mean > 1.0 && mean < 64.0);
+    }
+
     // Export a pruned point; transformers loads it and measures the same accuracy.
     let (code, log) = run(&[
         "export",
@@ -159,5 +186,5 @@ fn demo_finetunes_far_above_chance() {
     // Re-running is the resume: nothing recomputes.
     let (code, log) = run(&["run", "demo.toml"]);
     assert_eq!(code, Some(0));
-    assert!(log.contains("33 cached"), "{log}");
+    assert!(log.contains("49 cached"), "{log}");
 }

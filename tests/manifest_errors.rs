@@ -95,3 +95,29 @@ fn unreadable_manifest_is_bad_input() {
         text(&out)
     );
 }
+
+/// The paper manifests are valid: on a machine without the models and datasets, the only errors
+/// are the missing Hugging Face files, each named.
+#[test]
+fn paper_manifests_fail_only_on_missing_downloads() {
+    let project = Project::new();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    for name in ["table2", "table2_calibration", "id_layers"] {
+        let file = dir.join(format!("{name}.toml"));
+        let out = project
+            .cmd(&["plan", file.to_str().unwrap()])
+            .env("HF_HUB_CACHE", project.path().join("empty-hub"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert!(!errors.is_empty(), "{name}");
+        for e in errors {
+            assert!(
+                e.contains("is not in the local Hugging Face cache"),
+                "{name}: {e}"
+            );
+        }
+    }
+}

@@ -784,3 +784,49 @@ fn slide_teacher_targets_are_the_dense_hidden_states() {
         );
     }
 }
+
+/// The per-layer representations the analysis stages read (here, next to the tiny model they
+/// share with the pruning tests): the last layer's token, through the final LayerNorm, is the
+/// tower's pooled output; the mean excludes text padding; the sequence is every token.
+#[test]
+fn per_layer_representations_agree_with_the_towers() {
+    use orchestrate::analysis::representation::{Inputs, Pooling, per_layer};
+    use tch::nn::Module;
+    let (model, calib) = tiny();
+    let _g = tch::no_grad_guard();
+    let collect = |inputs: Inputs, pooling: Pooling| {
+        let mut out = Vec::new();
+        per_layer(&model, inputs, pooling, |l, f| {
+            out.push((l, f));
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        out
+    };
+    let close = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]) < 1e-5;
+
+    let vision = collect(Inputs::Pixels(&calib.pixels), Pooling::Token);
+    assert_eq!(
+        vision.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    let pooled = model.vision.post_layernorm.forward(&vision[2].1);
+    assert!(close(&pooled, &model.vision.forward(&calib.pixels)));
+
+    let text = collect(Inputs::Tokens(&calib.tokens), Pooling::Token);
+    let pooled = model.text.final_layer_norm.forward(&text.last().unwrap().1);
+    assert!(close(&pooled, &model.text.forward(&calib.tokens)));
+
+    // Mean and sequence of the text tower from the layer-1 hidden states computed directly.
+    let mask = orchestrate::model::clip::TextTower::attention_mask(&calib.tokens);
+    let h = model.text.layers[0].forward(&model.text.embed(&calib.tokens.ids), Some(&mask));
+    let valid = calib.tokens.mask.to_kind(Kind::Float).unsqueeze(-1);
+    let mean = (&h * &valid).sum_dim_intlist(1, false, Kind::Float)
+        / valid.sum_dim_intlist(1, false, Kind::Float);
+    assert!(close(
+        &collect(Inputs::Tokens(&calib.tokens), Pooling::Mean)[0].1,
+        &mean
+    ));
+    let seq = collect(Inputs::Tokens(&calib.tokens), Pooling::Sequence);
+    assert!(close(&seq[0].1, &(&h * &valid).reshape([calib.len(), -1])));
+}

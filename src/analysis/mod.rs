@@ -3,6 +3,7 @@
 //! references (float64 implementations, scikit-learn, the spec's check values).
 
 pub mod metrics;
+pub mod representation;
 pub mod silhouette;
 pub mod tsne;
 pub mod twonn;

@@ -2,7 +2,9 @@
 
 use super::{CliError, Loaded, Pivot, exit, io_context, load};
 use crate::tables::pivot::{PivotFormat, render};
-use crate::tables::{collect, to_dataframe, write::tables_dir, write_tables};
+use crate::tables::{
+    collect, collect_id, id_dataframe, to_dataframe, write::tables_dir, write_tables,
+};
 use crate::util::fsx;
 use std::path::{Path, PathBuf};
 
@@ -34,8 +36,20 @@ pub fn write(l: &Loaded, results: &Path) -> Result<(PathBuf, PathBuf), CliError>
         context: "cannot build the table".into(),
         source: std::io::Error::other(e),
     })?;
-    write_tables(&mut df, &dir, &l.exp.name).map_err(io_context(format!(
+    let written = write_tables(&mut df, &dir, &l.exp.name).map_err(io_context(format!(
         "cannot write tables in {}",
         dir.display()
-    )))
+    )))?;
+    if l.exp.stages.intrinsic_dimension {
+        let mut id =
+            id_dataframe(&collect_id(&l.exp, &l.plan, &l.cache)).map_err(|e| CliError::Io {
+                context: "cannot build the intrinsic-dimension table".into(),
+                source: std::io::Error::other(e),
+            })?;
+        write_tables(&mut id, &dir, &format!("{}_id", l.exp.name)).map_err(io_context(format!(
+            "cannot write tables in {}",
+            dir.display()
+        )))?;
+    }
+    Ok(written)
 }

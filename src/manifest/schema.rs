@@ -274,7 +274,7 @@ pub const INTRINSIC_DIMENSION_PARAMS: &[ParamSpec] = &[
             max: 1_000_000,
         },
         DefaultValue::Int(2000),
-        "samples whose representations are measured",
+        "training images whose representations are measured (all of them when the split is smaller); text: distinct prompts",
     ),
     p(
         "towers",
@@ -284,9 +284,9 @@ pub const INTRINSIC_DIMENSION_PARAMS: &[ParamSpec] = &[
     ),
     p(
         "representation",
-        ParamType::Choice(&["token", "mean"]),
+        ParamType::Choice(&["token", "mean", "sequence"]),
         DefaultValue::Str("token"),
-        "CLS/EOS token or mean-pooled",
+        "per sample: the CLS (vision) / EOS (text) token, the token mean, or the whole sequence flattened",
     ),
     p(
         "estimator",
@@ -302,7 +302,16 @@ pub const INTRINSIC_DIMENSION_PARAMS: &[ParamSpec] = &[
             min_exclusive: true,
         },
         DefaultValue::Float(0.9),
-        "fraction of points kept by the fit",
+        "fraction of points kept by the fit (reference estimator)",
+    ),
+    p(
+        "seed",
+        ParamType::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        DefaultValue::Int(0),
+        "seed of the sample draw (and of the IDVL block permutations)",
     ),
 ];
 

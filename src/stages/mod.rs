@@ -9,6 +9,7 @@ pub mod calibrate;
 pub mod context;
 pub mod evaluate;
 pub mod finetune;
+pub mod intrinsic_dimension;
 pub mod prune;
 #[cfg(feature = "test-stages")]
 pub mod simulated;
@@ -140,6 +141,7 @@ fn dispatch(
         StageKind::Finetune => finetune::run(job, cache, builder),
         StageKind::Calibrate => calibrate::run(job, cache, builder),
         StageKind::Prune => prune::run(job, cache, builder),
+        StageKind::IntrinsicDimension => intrinsic_dimension::run(job, cache, builder),
         kind => Err(StageError::Unavailable {
             kind,
             version: env!("CARGO_PKG_VERSION"),

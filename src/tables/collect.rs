@@ -43,6 +43,8 @@ pub struct Row {
     pub retrain_last_top1: Option<f64>,
     /// Recall@k of retrieval datasets, in [`RETRIEVAL_METRICS`] order.
     pub retrieval: [Option<f64>; 6],
+    /// Per-tower intrinsic-dimension summaries, in [`ID_SUMMARY`] order.
+    pub intrinsic_dimension: [Option<f64>; 6],
     /// The stage that failed and its log, for failed rows.
     pub failed_stage: Option<String>,
     pub log: Option<PathBuf>,
@@ -57,6 +59,93 @@ pub const RETRIEVAL_METRICS: [&str; 6] = [
     "text_to_image_r5",
     "text_to_image_r10",
 ];
+
+/// The intrinsic-dimension stage's per-tower summaries, which are also table columns.
+pub const ID_SUMMARY: [&str; 6] = [
+    "vision_id_mean",
+    "vision_id_max",
+    "vision_id_last",
+    "text_id_mean",
+    "text_id_max",
+    "text_id_last",
+];
+
+/// One row of the long intrinsic-dimension table: a grid point's measurement of one tower's
+/// layer, or (layer `None`) a point whose measurement is not done, with its status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdRow {
+    pub point: Row,
+    pub tower: Option<String>,
+    pub layer: Option<i64>,
+    pub dimension: Option<f64>,
+    pub std: Option<f64>,
+    pub kept: Option<i64>,
+    pub duplicates: Option<i64>,
+    pub degenerate: Option<i64>,
+    pub samples: Option<i64>,
+}
+
+/// The long table: one row per grid point × tower × layer (dense baselines first); points
+/// without a finished measurement keep one row with their status.
+pub fn collect_id(exp: &Experiment, plan: &Plan, cache: &Cache) -> Vec<IdRow> {
+    let rows = collect(exp, plan, cache);
+    let nodes = plan
+        .dense
+        .iter()
+        .map(|d| &d.nodes)
+        .chain(plan.points.iter());
+    let mut out = Vec::new();
+    for (row, nodes) in rows.into_iter().zip(nodes) {
+        let Some(id) = nodes.intrinsic_dimension else {
+            continue;
+        };
+        let record = match cache.lookup(&plan.nodes[id].key, false) {
+            Lookup::Done(r) | Lookup::Evicted(r) => Some(r),
+            _ => None,
+        };
+        let towers = record
+            .as_ref()
+            .and_then(|r| r.metrics["towers"].as_array().cloned())
+            .unwrap_or_default();
+        if towers.is_empty() {
+            let mut point = row;
+            if point.status == RowStatus::Done {
+                point.status = match cache.failure(&plan.nodes[id].key) {
+                    Some(_) => RowStatus::Failed,
+                    None => RowStatus::Pending,
+                };
+            }
+            out.push(IdRow {
+                point,
+                tower: None,
+                layer: None,
+                dimension: None,
+                std: None,
+                kept: None,
+                duplicates: None,
+                degenerate: None,
+                samples: None,
+            });
+            continue;
+        }
+        for t in &towers {
+            for l in t["layers"].as_array().into_iter().flatten() {
+                out.push(IdRow {
+                    point: row.clone(),
+                    tower: t["tower"].as_str().map(str::to_string),
+                    layer: l["layer"].as_i64(),
+                    dimension: l["dimension"].as_f64(),
+                    std: l["std"].as_f64(),
+                    kept: l["kept"].as_i64(),
+                    duplicates: l["duplicates"].as_i64(),
+                    degenerate: l["degenerate"].as_i64(),
+                    samples: t["samples"].as_i64(),
+                });
+            }
+        }
+    }
+    out
+}
 
 /// One row per grid point, dense baselines first.
 pub fn collect(exp: &Experiment, plan: &Plan, cache: &Cache) -> Vec<Row> {
@@ -122,6 +211,7 @@ fn row(
     let eval = record(nodes.evaluate);
     let prune = record(nodes.prune);
     let retrain = record(nodes.retrain);
+    let measured = record(nodes.intrinsic_dimension);
     let chain = [
         nodes.finetune,
         nodes.calibrate,
@@ -166,6 +256,11 @@ fn row(
         retrain_best_top1: metric(&retrain, "best_top1"),
         retrain_last_top1: metric(&retrain, "last_top1"),
         retrieval: RETRIEVAL_METRICS.map(|name| metric(&eval, name)),
+        intrinsic_dimension: ID_SUMMARY.map(|name| {
+            measured
+                .as_ref()
+                .and_then(|r| r.metrics["summary"][name].as_f64())
+        }),
         failed_stage,
         log,
     }

@@ -1,0 +1,91 @@
+//! What a tower represents after each encoder layer, for measurements over a sample set
+//! (intrinsic dimension, SLS's depth criterion). The whole set moves through the tower one layer
+//! at a time (chunked forwards), so memory holds one layer's hidden states, not all of them.
+
+use crate::model::clip::{EncoderLayer, TextTower};
+use crate::model::{Clip, TokenBatch};
+use crate::prune::Tower;
+use crate::prune::sequential::map_chunks;
+use tch::{Kind, Tensor};
+
+/// How a layer's hidden states `[n, T, D]` become one vector per sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// The CLS row (vision) or the first EOS row (text), `[n, D]`.
+    Token,
+    /// The mean over the sample's real tokens (text padding excluded), `[n, D]`.
+    Mean,
+    /// The whole sequence flattened, `[n, T·D]`, text padding zeroed (the ID-pruning
+    /// repository's choice).
+    Sequence,
+}
+
+impl Pooling {
+    pub fn parse(s: &str) -> Option<Pooling> {
+        Some(match s {
+            "token" => Pooling::Token,
+            "mean" => Pooling::Mean,
+            "sequence" => Pooling::Sequence,
+            _ => return None,
+        })
+    }
+}
+
+/// The samples a tower reads: images (normalised pixels) or texts.
+pub enum Inputs<'a> {
+    Pixels(&'a Tensor),
+    Tokens(&'a TokenBatch),
+}
+
+/// Calls `visit(l, features)` with the pooled output of every encoder layer `l` = 1…L.
+pub fn per_layer<E>(
+    model: &Clip,
+    inputs: Inputs,
+    pooling: Pooling,
+    mut visit: impl FnMut(usize, Tensor) -> Result<(), E>,
+) -> Result<(), E> {
+    let _g = tch::no_grad_guard();
+    let (tower, mut x, mask, tokens) = match inputs {
+        Inputs::Pixels(px) => {
+            let x = map_chunks(px, None, |p, _| model.vision.embed(p));
+            (Tower::Vision, x, None, None)
+        }
+        Inputs::Tokens(t) => (
+            Tower::Text,
+            model.text.embed(&t.ids),
+            Some(TextTower::attention_mask(t)),
+            Some(t),
+        ),
+    };
+    let layers: &[EncoderLayer] = match tower {
+        Tower::Vision => &model.vision.layers,
+        Tower::Text => &model.text.layers,
+    };
+    for (l, layer) in layers.iter().enumerate() {
+        x = map_chunks(&x, mask.as_ref(), |h, m| layer.forward(h, m));
+        visit(l + 1, pool(&x, tokens, pooling))?;
+    }
+    Ok(())
+}
+
+fn pool(h: &Tensor, tokens: Option<&TokenBatch>, pooling: Pooling) -> Tensor {
+    let (n, _, d) = h.size3().expect("hidden states are [n, T, D]");
+    let valid = tokens.map(|t| t.mask.to_kind(Kind::Float).unsqueeze(-1));
+    match (pooling, tokens) {
+        (Pooling::Token, None) => h.select(1, 0),
+        (Pooling::Token, Some(t)) => h
+            .gather(1, &t.eos.view([n, 1, 1]).expand([n, 1, d], false), false)
+            .squeeze_dim(1),
+        (Pooling::Mean, _) => match valid {
+            None => h.mean_dim(1, false, Kind::Float),
+            Some(v) => {
+                (h * &v).sum_dim_intlist(1, false, Kind::Float)
+                    / v.sum_dim_intlist(1, false, Kind::Float)
+            }
+        },
+        (Pooling::Sequence, _) => match valid {
+            None => h.reshape([n, -1]),
+            Some(v) => (h * v).reshape([n, -1]),
+        },
+    }
+}

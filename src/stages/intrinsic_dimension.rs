@@ -1,0 +1,139 @@
+//! Intrinsic-dimension stage (spec structured-and-analysis.md §1.7): TwoNN on each encoder
+//! layer's output, per tower, over a seeded sample of the training split, for dense and pruned
+//! models alike (the model comes from the upstream chain: fine-tuned tower, prune).
+//!
+//! Samples: `n` training images drawn without replacement (all of them when the split is
+//! smaller), preprocessed as for evaluation; for the text tower, the distinct prompts
+//! (class × template), at most `n` of them in a seeded order. The record holds one entry per
+//! tower and layer: dimension, IDVL spread, points kept, duplicates, degenerate points.
+
+use super::calibrate::draw;
+use super::context::{self, Dataset};
+use super::{StageError, StageOutput};
+use crate::analysis::representation::{self, Inputs, Pooling};
+use crate::analysis::twonn::{self, Estimator};
+use crate::cache::{Cache, EntryBuilder};
+use crate::data::Prompts;
+use crate::plan::JobSpec;
+use crate::prune::Tower;
+use serde_json::{Value as Json, json};
+use std::time::Instant;
+
+pub fn run(
+    job: &JobSpec,
+    cache: &Cache,
+    _builder: &EntryBuilder,
+) -> Result<StageOutput, StageError> {
+    let device = context::device(job)?;
+    let p = &job.params["measure"];
+    let n = p["n"].as_u64().unwrap_or(2000) as usize;
+    let seed = p["seed"].as_u64().unwrap_or(0);
+    let mut towers = Tower::parse_set(p["towers"].as_str().unwrap_or("vision"))
+        .ok_or_else(|| StageError::Failed("unknown `towers`".into()))?;
+    // Vision first: the layout of the reference's ID vector (§1.4).
+    towers.sort_by_key(|t| *t != Tower::Vision);
+    let pooling_name = p["representation"].as_str().unwrap_or("token");
+    let pooling = Pooling::parse(pooling_name)
+        .ok_or_else(|| StageError::Failed(format!("unknown representation `{pooling_name}`")))?;
+    let estimator_name = p["estimator"].as_str().unwrap_or("reference");
+    let estimator = match estimator_name {
+        "idvl" => Estimator::Idvl { seed },
+        _ => Estimator::Reference {
+            fraction: p["fraction"].as_f64().unwrap_or(0.9),
+        },
+    };
+    let model = context::load_model(job, cache, device)?;
+    let dataset = Dataset::from_job(job)?;
+    let (set, prompts) = dataset.open(true)?;
+    let split = dataset.split_name(true);
+
+    let mut out = Vec::new();
+    for tower in towers {
+        let clock = Instant::now();
+        let mut layers = Vec::new();
+        let mut measure = |layer: usize, features: tch::Tensor| -> Result<(), StageError> {
+            let m = twonn::measure(&features, estimator).map_err(|e| {
+                StageError::Failed(format!(
+                    "{} layer {layer}: {e}; the representations collapse (try representation = \"sequence\" or more samples)",
+                    tower.name()
+                ))
+            })?;
+            layers.push(json!({
+                "layer": layer,
+                "dimension": m.dimension,
+                "std": m.std,
+                "kept": m.fit.kept,
+                "duplicates": m.fit.duplicates,
+                "degenerate": m.fit.degenerate,
+                "features": features.size()[1],
+            }));
+            Ok(())
+        };
+        let samples = match tower {
+            Tower::Vision => {
+                let indices = draw(set.len(), n.min(set.len()), seed);
+                let pre = context::preprocessor(job, &model)?;
+                let px = pre.batch(&indices, |i| set.image(i))?;
+                let pixels = context::pixels(&px, indices.len(), &pre, device, tch::Kind::Float);
+                representation::per_layer(&model, Inputs::Pixels(&pixels), pooling, &mut measure)?;
+                indices.len()
+            }
+            Tower::Text => {
+                let texts = distinct_prompts(&prompts, n, seed);
+                let tokens = context::tokenizer(job)?.encode(&texts, device)?;
+                representation::per_layer(&model, Inputs::Tokens(&tokens), pooling, &mut measure)?;
+                texts.len()
+            }
+        };
+        out.push(json!({
+            "tower": tower.name(),
+            "samples": samples,
+            "seconds": clock.elapsed().as_secs_f64(),
+            "layers": layers,
+        }));
+    }
+    Ok(StageOutput {
+        metrics: json!({
+            "split": split,
+            "representation": pooling_name,
+            "estimator": estimator_name,
+            "towers": out,
+            "summary": summary(&out),
+        }),
+        transient: vec![],
+    })
+}
+
+/// Every (class, template) prompt once, at most `n` of them in a seeded order.
+fn distinct_prompts(prompts: &Prompts, n: usize, seed: u64) -> Vec<String> {
+    let mut all: Vec<String> = (0..prompts.classnames.len())
+        .flat_map(|c| prompts.class_prompts(c))
+        .collect();
+    all.sort();
+    all.dedup();
+    let order = draw(all.len(), n.min(all.len()), seed);
+    order.into_iter().map(|i| all[i].clone()).collect()
+}
+
+/// Per tower: the mean, the maximum and the last layer's dimension (the main table's columns).
+fn summary(towers: &[Json]) -> Json {
+    let mut out = serde_json::Map::new();
+    for t in towers {
+        let name = t["tower"].as_str().unwrap_or("?");
+        let dims: Vec<f64> = t["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["dimension"].as_f64())
+            .collect();
+        if dims.is_empty() {
+            continue;
+        }
+        let mean = dims.iter().sum::<f64>() / dims.len() as f64;
+        let max = dims.iter().copied().fold(f64::MIN, f64::max);
+        out.insert(format!("{name}_id_mean"), json!(mean));
+        out.insert(format!("{name}_id_max"), json!(max));
+        out.insert(format!("{name}_id_last"), json!(dims[dims.len() - 1]));
+    }
+    Json::Object(out)
+}
