@@ -68,9 +68,19 @@ fn demo_finetunes_far_above_chance() {
             .unwrap()
             .to_string()
     };
-    assert_eq!(all.len(), 1 + 5 * 3);
+    assert_eq!(all.len(), 1 + 5 * 3 + 1);
     let mut top1_at_half = std::collections::BTreeMap::new();
-    for r in &all[1..] {
+    // SLS: a depth of 1…3 blocks, and achieved sparsity = the fraction of blocks dropped.
+    let sls = all.last().unwrap();
+    assert_eq!(
+        (field(sls, "method").as_str(), field(sls, "status").as_str()),
+        ("sls", "done")
+    );
+    let depth: f64 = field(sls, "vision_depth").parse().unwrap();
+    assert!((1.0..=3.0).contains(&depth));
+    let achieved: f64 = field(sls, "achieved_sparsity").parse().unwrap();
+    assert!((achieved - (3.0 - depth) / 3.0).abs() < 1e-12);
+    for r in &all[1..all.len() - 1] {
         assert_eq!(field(r, "status"), "done");
         let achieved: f64 = field(r, "achieved_sparsity").parse().unwrap();
         let target: f64 = field(r, "target_sparsity").parse().unwrap();
@@ -81,13 +91,14 @@ fn demo_finetunes_far_above_chance() {
     }
     eprintln!("top-1 at 50 % unstructured: {top1_at_half:?}");
 
-    // Intrinsic dimension of every model's vision layers (3 in the tiny preset), dense and
-    // pruned: the long table has one row per point and layer, the main table the summaries.
+    // Intrinsic dimension of every model's vision layers (3 in the tiny preset, D after SLS),
+    // dense and pruned: the long table has one row per point and layer, the main table the
+    // summaries.
     let id_csv = std::fs::read_to_string(d.join("results/demo/demo_id.csv")).unwrap();
     let mut id_rows = csv::Reader::from_reader(id_csv.as_bytes());
     let id_headers = id_rows.headers().unwrap().clone();
     let id_all: Vec<csv::StringRecord> = id_rows.records().map(Result::unwrap).collect();
-    assert_eq!(id_all.len(), all.len() * 3);
+    assert_eq!(id_all.len(), (all.len() - 1) * 3 + depth as usize);
     let at = |r: &csv::StringRecord, name: &str| {
         r.get(id_headers.iter().position(|h| h == name).unwrap())
             .unwrap()
@@ -186,5 +197,5 @@ fn demo_finetunes_far_above_chance() {
     // Re-running is the resume: nothing recomputes.
     let (code, log) = run(&["run", "demo.toml"]);
     assert_eq!(code, Some(0));
-    assert!(log.contains("49 cached"), "{log}");
+    assert!(log.contains("52 cached"), "{log}");
 }

@@ -612,8 +612,8 @@ fn only_the_methods_tensors_change_and_artifacts_round_trip() {
             // Store, reload the dense model, apply: bit-identical to the pruned model.
             let dir = tempfile::tempdir().unwrap();
             artifact::write(&model, &outcome, dir.path()).unwrap();
-            let (fresh, _) = tiny();
-            artifact::apply(&fresh, dir.path()).unwrap();
+            let (mut fresh, _) = tiny();
+            artifact::apply(&mut fresh, dir.path()).unwrap();
             for (k, v) in snapshot(&fresh) {
                 assert!(v.equal(&after[&k]), "{name}: {k} differs after apply");
             }
@@ -829,4 +829,54 @@ fn per_layer_representations_agree_with_the_towers() {
     ));
     let seq = collect(Inputs::Tokens(&calib.tokens), Pooling::Sequence);
     assert!(close(&seq[0].1, &(&h * &valid).reshape([calib.len(), -1])));
+}
+
+/// SLS truncation as stored and applied: the vision tower runs blocks 1…D, then its head.
+#[test]
+fn applied_depth_truncates_the_vision_tower() {
+    use tch::nn::Module;
+    let (model, calib) = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    artifact::write_depth(dir.path(), 2).unwrap();
+    let (mut truncated, _) = tiny();
+    artifact::apply(&mut truncated, dir.path()).unwrap();
+    assert_eq!(truncated.vision.layers.len(), 2);
+    assert_eq!(truncated.config.vision.num_hidden_layers, 2);
+    let names = truncated.vs.variables();
+    assert!(
+        names
+            .keys()
+            .any(|k| k.starts_with("vision_model.encoder.layers.1."))
+    );
+    assert!(
+        !names
+            .keys()
+            .any(|k| k.starts_with("vision_model.encoder.layers.2."))
+    );
+    assert!(
+        names
+            .keys()
+            .any(|k| k.starts_with("text_model.encoder.layers.1."))
+    );
+    let _g = tch::no_grad_guard();
+    let mut h = model.vision.embed(&calib.pixels);
+    for layer in &model.vision.layers[..2] {
+        h = layer.forward(&h, None);
+    }
+    let want = model.vision.post_layernorm.forward(&h.select(1, 0));
+    assert!(truncated.vision.forward(&calib.pixels).equal(&want));
+    // The text tower is untouched.
+    assert!(
+        truncated
+            .text
+            .forward(&calib.tokens)
+            .equal(&model.text.forward(&calib.tokens))
+    );
+    // A depth the model cannot have is an error naming the file.
+    artifact::write_depth(dir.path(), 7).unwrap();
+    let (mut again, _) = tiny();
+    let err = artifact::apply(&mut again, dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("depth.json") && err.contains("1…3"), "{err}");
 }

@@ -161,6 +161,25 @@ pub struct MethodKind {
     pub doc: &'static str,
 }
 
+const SLS: [ParamSpec; 2] = [
+    p(
+        "alpha",
+        ParamType::Float {
+            min: 0.0,
+            max: 1.0,
+            min_exclusive: false,
+        },
+        DefaultValue::Float(0.3),
+        "a block is kept while its silhouette is ≥ alpha · the last block's",
+    ),
+    p(
+        "on_negative",
+        ParamType::Choice(&["error", "keep-all"]),
+        DefaultValue::Str("error"),
+        "when the last block's silhouette is negative: fail, or keep every block",
+    ),
+];
+
 pub const METHOD_KINDS: &[MethodKind] = &[
     MethodKind {
         name: "magnitude",
@@ -191,6 +210,12 @@ pub const METHOD_KINDS: &[MethodKind] = &[
         needs_calibration: true,
         params: &SLIDE,
         doc: "Slide-CLIP with a progressive sparsity schedule",
+    },
+    MethodKind {
+        name: "sls",
+        needs_calibration: true,
+        params: &SLS,
+        doc: "SLS depth pruning of the vision tower (t-SNE + silhouette per block; the calibration images and their labels; sparsity is ignored)",
     },
 ];
 

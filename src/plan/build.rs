@@ -361,7 +361,16 @@ impl Builder<'_> {
                     "params",
                     &canonical(&Json::Object(std::mem::take(&mut method.params))),
                 ),
-                ("sparsity", &Json::from(sp.to_string()).to_string()),
+                // SLS chooses its own depth: one node for every sparsity of the grid.
+                (
+                    "sparsity",
+                    &Json::from(if method.kind == "sls" {
+                        "data-driven".to_string()
+                    } else {
+                        sp.to_string()
+                    })
+                    .to_string(),
+                ),
             ]),
             prune_up,
             mref.inputs.clone(),

@@ -6,8 +6,11 @@
 //!   surviving values of a pruned matrix in row-major order (so storage shrinks with sparsity),
 //!   and `<name>` a full tensor the method changed besides (Slide-CLIP's LayerNorm γ).
 //!
-//! Applying = zero the masked entries, scatter the kept values, copy the changed tensors. The
-//! result is bit-identical to the pruned model that wrote the files.
+//! - `depth.json`, for SLS: `{"vision_layers": D}`, the vision blocks kept.
+//!
+//! Applying = zero the masked entries, scatter the kept values, copy the changed tensors, drop
+//! the vision blocks past the depth. The result is bit-identical to the pruned model that wrote
+//! the files.
 
 use super::{Outcome, mask};
 use crate::model::{Clip, ModelError, weights};
@@ -17,6 +20,7 @@ use tch::{Device, Tensor};
 
 pub const MASKS: &str = "masks.safetensors";
 pub const WEIGHTS: &str = "weights.safetensors";
+pub const DEPTH: &str = "depth.json";
 const KEPT: &str = "kept.";
 
 /// Writes the masks (and, when the method changed weights, the surviving values) of `outcome`,
@@ -52,8 +56,40 @@ pub fn write(model: &Clip, outcome: &Outcome, dir: &Path) -> Result<(), ModelErr
     Ok(())
 }
 
+/// Writes an SLS result: the number of vision blocks kept.
+pub fn write_depth(dir: &Path, depth: usize) -> Result<(), ModelError> {
+    let io = |e| ModelError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let text = serde_json::json!({ "vision_layers": depth }).to_string();
+    crate::util::fsx::write_atomic(&dir.join(DEPTH), text.as_bytes()).map_err(io)
+}
+
 /// Applies the prune stored in `dir` to `model` (loaded from the same base).
-pub fn apply(model: &Clip, dir: &Path) -> Result<(), ModelError> {
+pub fn apply(model: &mut Clip, dir: &Path) -> Result<(), ModelError> {
+    let depth_file = dir.join(DEPTH);
+    if depth_file.is_file() {
+        let bad = |reason: String| ModelError::Weights {
+            path: depth_file.clone(),
+            reason,
+        };
+        let text = std::fs::read_to_string(&depth_file).map_err(|e| bad(e.to_string()))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let depth = json["vision_layers"]
+            .as_u64()
+            .filter(|&d| d >= 1 && d as usize <= model.vision.layers.len())
+            .ok_or_else(|| {
+                bad(format!(
+                    "`vision_layers` must be 1…{}",
+                    model.vision.layers.len()
+                ))
+            })?;
+        super::depth::truncate(model, depth as usize);
+        return Ok(());
+    }
     let read = |file: &str| -> Result<HashMap<String, Tensor>, ModelError> {
         let path = dir.join(file);
         if !path.is_file() {

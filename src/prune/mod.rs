@@ -1,6 +1,6 @@
 //! Unstructured and n:m pruning of CLIP's encoder Linears (spec pruning-unstructured.md):
 //! magnitude, Wanda, SparseGPT and Slide-CLIP (+ progressive), layer-sequential over the towers,
-//! fp32. The model is pruned in place; the result lists a mask per pruned matrix and whether the
+//! fp32; and SLS depth pruning of the vision tower ([`depth`]). The model is pruned in place; the result lists a mask per pruned matrix and whether the
 //! method also changed its surviving weights. [`artifact`] stores and re-applies a result.
 //!
 //! Invariants: only the six Linear weights of encoder layers are pruned; embeddings, LayerNorms,
@@ -8,6 +8,7 @@
 //! trains the LayerNorm γ of layers 1…L−1, spec §8.3). Pruned entries are exactly 0.
 
 pub mod artifact;
+pub mod depth;
 pub mod magnitude;
 pub mod mask;
 pub mod sequential;

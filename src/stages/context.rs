@@ -91,9 +91,9 @@ pub fn load_model(job: &JobSpec, cache: &Cache, device: Device) -> Result<Clip, 
         });
     }
     let refs: Vec<&Path> = overlays.iter().map(PathBuf::as_path).collect();
-    let model = Clip::load(base, &refs, device)?;
+    let mut model = Clip::load(base, &refs, device)?;
     for up in job.upstream.iter().filter(|u| u.kind == StageKind::Prune) {
-        crate::prune::artifact::apply(&model, &cache.artifacts_dir(&up.key))?;
+        crate::prune::artifact::apply(&mut model, &cache.artifacts_dir(&up.key))?;
     }
     Ok(model)
 }

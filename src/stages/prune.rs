@@ -1,13 +1,15 @@
 //! Prune stage: loads the point's model (and its calibration pairs), runs the method over the
 //! chosen towers, and stores masks (+ surviving weights for methods that update them), achieved
-//! sparsity per layer, per tower and overall, and timings.
+//! sparsity per layer, per tower and overall, and timings. SLS stores the vision depth it chose
+//! and the silhouette of every block its scan reached.
 
 use super::context::{self, calibration_dir};
 use super::{StageError, StageOutput, calibrate};
+use crate::analysis::tsne;
 use crate::cache::{Cache, EntryBuilder};
 use crate::plan::JobSpec;
 use crate::prune::{
-    self, Calibration, Method, Outcome, Pattern, Tower, artifact, slide, sparsegpt,
+    self, Calibration, Method, Outcome, Pattern, Tower, artifact, depth, slide, sparsegpt,
 };
 use serde_json::{Value as Json, json};
 use std::collections::BTreeMap;
@@ -64,6 +66,9 @@ pub fn run(
     builder: &EntryBuilder,
 ) -> Result<StageOutput, StageError> {
     let device = context::device(job)?;
+    if job.params["method"].as_str() == Some("sls") {
+        return sls(job, cache, builder, device);
+    }
     let sparsity = job.params["sparsity"].as_str().unwrap_or("");
     let pattern = parse_pattern(sparsity)
         .ok_or_else(|| StageError::Failed(format!("bad sparsity `{sparsity}`")))?;
@@ -86,6 +91,63 @@ pub fn run(
     artifact::write(&model, &outcome, &builder.artifacts_dir())?;
     Ok(StageOutput {
         metrics: metrics(&outcome, pattern, method),
+        transient: vec![],
+    })
+}
+
+/// SLS: the depth from the calibration images and their labels; the artifact is the depth.
+fn sls(
+    job: &JobSpec,
+    cache: &Cache,
+    builder: &EntryBuilder,
+    device: tch::Device,
+) -> Result<StageOutput, StageError> {
+    let p = &job.params["params"];
+    let settings = depth::Settings {
+        alpha: p["alpha"].as_f64().unwrap_or(0.3),
+        on_negative: match p["on_negative"].as_str() {
+            Some("keep-all") => depth::OnNegative::KeepAll,
+            _ => depth::OnNegative::Error,
+        },
+        tsne: tsne::Settings::default(),
+    };
+    let model = context::load_model(job, cache, device)?;
+    let dir = calibration_dir(job, cache)
+        .ok_or_else(|| StageError::Failed("the sls method needs a calibration upstream".into()))?;
+    let (pairs, pixels) = calibrate::read(&dir)?;
+    let pre = context::preprocessor(job, &model)?;
+    let bytes = Vec::<u8>::try_from(pixels.flatten(0, -1))?;
+    let n = pairs.indices.len();
+    let px = context::pixels(&pre.normalize(&bytes), n, &pre, device, Kind::Float);
+    let clock = std::time::Instant::now();
+    let selection = depth::select(&model, &px, &pairs.labels, settings).map_err(|e| {
+        StageError::Failed(format!(
+            "SLS depth selection failed: {e}; set `on_negative = \"keep-all\"` to keep every block instead"
+        ))
+    })?;
+    artifact::write_depth(&builder.artifacts_dir(), selection.depth)?;
+    let (kept, all) = (selection.depth, selection.blocks);
+    // Every Linear of a dropped block is gone: the fraction of the vision tower's prunable
+    // weights removed is the fraction of its blocks dropped.
+    let layer_weights: i64 = model.vision.layers[0]
+        .linears()
+        .iter()
+        .map(|(_, l)| l.ws.numel() as i64)
+        .sum();
+    let removed = (all - kept) as i64 * layer_weights;
+    let total = all as i64 * layer_weights;
+    Ok(StageOutput {
+        metrics: json!({
+            "depth": kept,
+            "blocks": all,
+            "alpha": settings.alpha,
+            "silhouette": selection.scores.iter().map(|(b, s)| json!({"block": b, "score": s})).collect::<Vec<_>>(),
+            "achieved_sparsity": removed as f64 / total as f64,
+            "pruned_weights": removed,
+            "prunable_weights": total,
+            "tower_seconds": { "vision": clock.elapsed().as_secs_f64() },
+            "samples": n,
+        }),
         transient: vec![],
     })
 }

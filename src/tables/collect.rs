@@ -37,6 +37,8 @@ pub struct Row {
     pub top5: Option<f64>,
     pub n_eval: Option<i64>,
     pub achieved_sparsity: Option<f64>,
+    /// Vision blocks kept by SLS depth pruning.
+    pub vision_depth: Option<i64>,
     pub prune_seconds: Option<f64>,
     pub eval_seconds: Option<f64>,
     pub retrain_best_top1: Option<f64>,
@@ -251,6 +253,7 @@ fn row(
         } else {
             eval.as_ref().map(|_| 0.0)
         },
+        vision_depth: metric(&prune, "depth").map(|d| d as i64),
         prune_seconds: prune.as_ref().map(|r| r.timing.seconds),
         eval_seconds: eval.as_ref().map(|r| r.timing.seconds),
         retrain_best_top1: metric(&retrain, "best_top1"),

@@ -33,6 +33,7 @@ pub fn to_dataframe(rows: &[Row]) -> PolarsResult<DataFrame> {
         col("top5", rows, |r| r.top5),
         col("n_eval", rows, |r| r.n_eval),
         col("achieved_sparsity", rows, |r| r.achieved_sparsity),
+        col("vision_depth", rows, |r| r.vision_depth),
         col("prune_seconds", rows, |r| r.prune_seconds),
         col("eval_seconds", rows, |r| r.eval_seconds),
         col("retrain_best_top1", rows, |r| r.retrain_best_top1),
