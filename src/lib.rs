@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | leaf | [`util`] | std and small crates |
 //! | orchestration | [`manifest`] → [`plan`] → [`cache`]; [`exec`]; [`report`]; [`tables`] | each other in that order; never `tch` or the ML core |
+//! | ML core | [`model`], [`data`], [`prune`], [`analysis`], [`train`] | `tch` and each other; never the orchestration half |
 //! | bridge | [`stages`] | both halves |
 //! | root | [`cli`] | everything |
 //!
@@ -24,4 +25,5 @@ pub mod prune;
 pub mod report;
 pub mod stages;
 pub mod tables;
+pub mod train;
 pub mod util;

@@ -102,7 +102,7 @@ fn unreadable_manifest_is_bad_input() {
 fn paper_manifests_fail_only_on_missing_downloads() {
     let project = Project::new();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
-    for name in ["table2", "table2_calibration", "id_layers"] {
+    for name in ["table2", "table2_calibration", "id_layers", "sls"] {
         let file = dir.join(format!("{name}.toml"));
         let out = project
             .cmd(&["plan", file.to_str().unwrap()])

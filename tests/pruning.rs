@@ -699,7 +699,7 @@ fn slide_adamw_step_and_early_stop_follow_the_spec() {
     let loss = (&p * Tensor::from_slice(&[1.0f32, 2.0, -3.0])).sum(Kind::Float);
     loss.backward();
     let params = [p.shallow_clone()];
-    let mut opt = slide::AdamW::new(&params, 1e-3, 0.01);
+    let mut opt = orchestrate::train::AdamW::new(&params, 1e-3, 0.01);
     opt.step(&params);
     let g = [1.0f64, 2.0, -3.0];
     let p0 = [0.5f64, -1.0, 2.0];

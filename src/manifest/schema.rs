@@ -242,13 +242,20 @@ pub const EVALUATE_PARAMS: &[ParamSpec] = &[
     ),
 ];
 
-/// Parameters of the retraining stage (`[stages.retrain]`).
+/// Parameters of the retraining stage (`[stages.retrain]`). The defaults are the SLS paper's
+/// setting (spec structured-and-analysis.md §2.5, §2.8: preset `sls-paper`).
 pub const RETRAIN_PARAMS: &[ParamSpec] = &[
     p(
         "trainable",
-        ParamType::Choice(&["head", "head+layernorm", "head+convpass"]),
+        ParamType::Choice(&["head", "head+layernorm", "head+convpass", "vision"]),
         DefaultValue::Str("head+convpass"),
-        "trainable parameter set",
+        "what trains besides a linear head: nothing, the vision LayerNorms, Convpass adapters in every kept block, or the whole vision tower (pruned weights stay zero)",
+    ),
+    p(
+        "head",
+        ParamType::Choice(&["linear", "zero-shot"]),
+        DefaultValue::Str("linear"),
+        "a linear classifier initialised from the zero-shot head, or the frozen zero-shot head",
     ),
     p(
         "epochs",
@@ -267,7 +274,33 @@ pub const RETRAIN_PARAMS: &[ParamSpec] = &[
             min_exclusive: true,
         },
         DefaultValue::Float(1e-5),
-        "AdamW learning rate",
+        "AdamW learning rate (the peak, with the cosine schedule)",
+    ),
+    p(
+        "schedule",
+        ParamType::Choice(&["constant", "warmup-cosine"]),
+        DefaultValue::Str("constant"),
+        "constant lr (the paper's FT), or linear warm-up then half-cycle cosine to `min_lr` (CLR)",
+    ),
+    p(
+        "warmup_epochs",
+        ParamType::Float {
+            min: 0.0,
+            max: 100_000.0,
+            min_exclusive: false,
+        },
+        DefaultValue::Float(10.0),
+        "warm-up length of the cosine schedule",
+    ),
+    p(
+        "min_lr",
+        ParamType::Float {
+            min: 0.0,
+            max: 10.0,
+            min_exclusive: false,
+        },
+        DefaultValue::Float(1e-5),
+        "final lr of the cosine schedule",
     ),
     p(
         "weight_decay",
@@ -286,7 +319,50 @@ pub const RETRAIN_PARAMS: &[ParamSpec] = &[
             max: 1 << 16,
         },
         DefaultValue::Int(64),
-        "training batch size",
+        "training batch size (incomplete batches are dropped)",
+    ),
+    p(
+        "train_size",
+        ParamType::Int {
+            min: 1,
+            max: 100_000_000,
+        },
+        DefaultValue::Int(1000),
+        "training images drawn by `seed` (all of them when the split is smaller)",
+    ),
+    p(
+        "eval_every",
+        ParamType::Int {
+            min: 1,
+            max: 100_000,
+        },
+        DefaultValue::Int(1),
+        "epochs between evaluations (the last epoch is always evaluated)",
+    ),
+    p(
+        "seed",
+        ParamType::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        DefaultValue::Int(0),
+        "seed of the image draw, the batch order and the adapters' initialisation",
+    ),
+    p(
+        "convpass_scale",
+        ParamType::Float {
+            min: 0.0,
+            max: 1e6,
+            min_exclusive: true,
+        },
+        DefaultValue::Derived,
+        "Convpass output scale s; default: the VTAB-1k value of a built-in dataset",
+    ),
+    p(
+        "convpass_xavier",
+        ParamType::Bool,
+        DefaultValue::Derived,
+        "Xavier-initialised Convpass conv (else identity at the centre tap); default: the VTAB-1k value",
     ),
 ];
 

@@ -379,7 +379,8 @@ impl Builder<'_> {
         );
         out.prune = Some(prune);
         let stages = &self.exp.stages;
-        let mut model_node = prune;
+        // Retraining is measured by its own stage (accuracy before, best, last); evaluation and
+        // intrinsic dimension read the pruned model, so a table shows both sides.
         if stages.retrain {
             let id = self.add(
                 StageKind::Retrain,
@@ -390,13 +391,12 @@ impl Builder<'_> {
                 || format!("retrain|{m}|{d}|{name}|{sp}|{calib_label}"),
             );
             out.retrain = Some(id);
-            model_node = id;
         }
         let inputs = [mref.inputs.clone(), ds_inputs].concat();
         let what = format!("{m}/{d} {name}@{sp}{calib_label}");
         let slot = format!("{m}|{d}|{name}|{sp}|{calib_label}");
         // The fine-tuned tower is the base the prune's masks and weights apply to.
-        let model_up = [base_up.clone(), vec![model_node]].concat();
+        let model_up = [base_up.clone(), vec![prune]].concat();
         (out.evaluate, out.intrinsic_dimension) =
             self.measure(&ds_spec, model_up, inputs, &what, &slot);
         Ok(out)

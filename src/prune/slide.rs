@@ -8,6 +8,7 @@ use super::mask::Pattern;
 use super::sequential::{self, Calibration, LayerRule, TowerInputs};
 use super::{Outcome, PruneError, Tower, sparsegpt};
 use crate::model::clip::EncoderLayer;
+use crate::train::AdamW;
 use tch::{Reduction, Tensor};
 
 #[derive(Debug, Clone, Copy)]
@@ -31,55 +32,6 @@ pub struct EpochRecord {
     pub epochs: usize,
     /// Mean loss of the last epoch run.
     pub last_loss: f64,
-}
-
-/// AdamW with PyTorch 2.x semantics (spec §8.3), over an explicit list of tensors.
-pub struct AdamW {
-    lr: f64,
-    weight_decay: f64,
-    beta1: f64,
-    beta2: f64,
-    eps: f64,
-    step: i32,
-    moments: Vec<(Tensor, Tensor)>,
-}
-
-impl AdamW {
-    pub fn new(params: &[Tensor], lr: f64, weight_decay: f64) -> AdamW {
-        AdamW {
-            lr,
-            weight_decay,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            step: 0,
-            moments: params
-                .iter()
-                .map(|p| (p.zeros_like(), p.zeros_like()))
-                .collect(),
-        }
-    }
-
-    /// One step on `params` (the same list as at construction) from their gradients.
-    pub fn step(&mut self, params: &[Tensor]) {
-        let _g = tch::no_grad_guard();
-        self.step += 1;
-        let bc1 = 1.0 - self.beta1.powi(self.step);
-        let bc2_sqrt = (1.0 - self.beta2.powi(self.step)).sqrt();
-        for (p, (m, v)) in params.iter().zip(&mut self.moments) {
-            let g = p.grad();
-            let mut p = p.shallow_clone();
-            let _ = p.g_mul_scalar_(1.0 - self.lr * self.weight_decay);
-            let _ = m
-                .g_mul_scalar_(self.beta1)
-                .g_add_(&(&g * (1.0 - self.beta1)));
-            let _ = v
-                .g_mul_scalar_(self.beta2)
-                .g_add_(&(g.square() * (1.0 - self.beta2)));
-            let denom = v.sqrt() / bc2_sqrt + self.eps;
-            let _ = p.g_sub_(&(&*m / &denom * (self.lr / bc1)));
-        }
-    }
 }
 
 /// The 8 tensors the distillation trains (§8.3): the six Linear weights and both LayerNorm γ.

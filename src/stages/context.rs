@@ -84,12 +84,6 @@ pub fn load_model(job: &JobSpec, cache: &Cache, device: Device) -> Result<Clip, 
     {
         overlays.push(cache.artifacts_dir(&up.key).join(VISION_ARTIFACT));
     }
-    if let Some(up) = job.upstream.iter().find(|u| u.kind == StageKind::Retrain) {
-        return Err(StageError::Unavailable {
-            kind: up.kind,
-            version: env!("CARGO_PKG_VERSION"),
-        });
-    }
     let refs: Vec<&Path> = overlays.iter().map(PathBuf::as_path).collect();
     let mut model = Clip::load(base, &refs, device)?;
     for up in job.upstream.iter().filter(|u| u.kind == StageKind::Prune) {

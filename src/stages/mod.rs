@@ -11,6 +11,7 @@ pub mod evaluate;
 pub mod finetune;
 pub mod intrinsic_dimension;
 pub mod prune;
+pub mod retrain;
 #[cfg(feature = "test-stages")]
 pub mod simulated;
 
@@ -26,11 +27,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 pub enum StageError {
     #[error("cannot read job spec {path}: {reason}")]
     BadJob { path: PathBuf, reason: String },
-    #[error("the `{kind}` stage is not available in this build of orchestrate {version}")]
-    Unavailable {
-        kind: StageKind,
-        version: &'static str,
-    },
     #[error(
         "upstream {kind} entry {key} is not usable ({why}); re-run `orchestrate run` to recompute it"
     )]
@@ -142,10 +138,7 @@ fn dispatch(
         StageKind::Calibrate => calibrate::run(job, cache, builder),
         StageKind::Prune => prune::run(job, cache, builder),
         StageKind::IntrinsicDimension => intrinsic_dimension::run(job, cache, builder),
-        kind => Err(StageError::Unavailable {
-            kind,
-            version: env!("CARGO_PKG_VERSION"),
-        }),
+        StageKind::Retrain => retrain::run(job, cache, builder),
     }
 }
 

@@ -226,10 +226,12 @@ fn row(
             .failure(&plan.nodes[n].key)
             .map(|f| (plan.nodes[n].kind.name().to_string(), f.log))
     });
-    let status = match (&eval, &failure) {
-        (Some(_), _) => RowStatus::Done,
-        (None, Some(_)) => RowStatus::Failed,
-        (None, None) => RowStatus::Pending,
+    // Done when evaluated and, with retraining, retrained.
+    let complete = eval.is_some() && (nodes.retrain.is_none() || retrain.is_some());
+    let status = match (complete, &failure) {
+        (true, _) => RowStatus::Done,
+        (false, Some(_)) => RowStatus::Failed,
+        (false, None) => RowStatus::Pending,
     };
     let (failed_stage, log) = match (status, failure) {
         (RowStatus::Failed, Some((stage, log))) => (Some(stage), Some(log)),

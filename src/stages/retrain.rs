@@ -1,0 +1,321 @@
+//! Retrain stage (spec structured-and-analysis.md §2.5, §2.8): trains a pruned or truncated
+//! model's classifier (and, by `trainable`, its LayerNorms, Convpass adapters or whole vision
+//! tower) on `train_size` training images, evaluating on the evaluation split after every
+//! `eval_every` epochs; reports the accuracy before training, the best epoch's and the last
+//! epoch's. The defaults are the SLS paper's setting: Convpass + linear head, AdamW (weight decay
+//! 1e-4), constant lr 1e-5, 100 epochs, batch 64, 1000 images.
+//!
+//! Invariant: pruned weights stay exactly zero. Every encoder Linear weight that is zero when
+//! training starts has its gradient masked and is re-zeroed after each step (only `vision`
+//! trains such weights; the other sets never touch them). The record counts those zeros before
+//! and after.
+
+use super::calibrate::draw;
+use super::context::{self, Dataset};
+use super::{StageError, StageOutput};
+use crate::cache::{Cache, EntryBuilder};
+use crate::data::loader;
+use crate::model::{Clip, weights, zeroshot};
+use crate::plan::JobSpec;
+use crate::train::AdamW;
+use crate::train::convpass::{self, Adapters, Classifier};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor, nn};
+
+/// Artifact with every tensor the stage trained (HF names for the model's own).
+pub const RETRAINED: &str = "retrained.safetensors";
+
+/// Convpass scale and Xavier flag of the VTAB-1k tasks (spec §2.6), by built-in dataset name.
+const VTAB_CONVPASS: &[(&str, f64, bool)] = &[
+    ("cifar100", 0.1, false),
+    ("caltech101", 1.0, false),
+    ("dtd", 0.01, true),
+    ("flowers102", 0.1, true),
+    ("oxford_iiit_pet", 1.0, true),
+    ("svhn", 100.0, true),
+    ("sun397", 0.1, false),
+    ("patch_camelyon", 10.0, false),
+    ("eurosat", 10.0, false),
+    ("resisc45", 10.0, false),
+    ("diabetic_retinopathy", 1.0, false),
+];
+
+/// Learning rate at fractional epoch `e`: constant, or MAE's linear warm-up then half-cycle
+/// cosine to `min_lr` (SLS's `lr_sched.adjust_learning_rate`, per iteration).
+pub fn learning_rate(e: f64, epochs: f64, lr: f64, min_lr: f64, warmup: f64, cosine: bool) -> f64 {
+    if !cosine {
+        lr
+    } else if e < warmup {
+        lr * e / warmup
+    } else {
+        let span = (epochs - warmup).max(1e-9);
+        min_lr + (lr - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * (e - warmup) / span).cos())
+    }
+}
+
+pub fn run(
+    job: &JobSpec,
+    cache: &Cache,
+    builder: &EntryBuilder,
+) -> Result<StageOutput, StageError> {
+    let device = context::device(job)?;
+    let p = &job.params["train"];
+    let trainable = p["trainable"]
+        .as_str()
+        .unwrap_or("head+convpass")
+        .to_string();
+    let linear_head = p["head"].as_str() != Some("zero-shot");
+    let epochs = p["epochs"].as_u64().unwrap_or(100) as usize;
+    let lr = p["lr"].as_f64().unwrap_or(1e-5);
+    let min_lr = p["min_lr"].as_f64().unwrap_or(1e-5);
+    let wd = p["weight_decay"].as_f64().unwrap_or(1e-4);
+    let batch = p["batch_size"].as_u64().unwrap_or(64) as usize;
+    let cosine = p["schedule"].as_str() == Some("warmup-cosine");
+    let warmup = p["warmup_epochs"].as_f64().unwrap_or(10.0);
+    let train_size = p["train_size"].as_u64().unwrap_or(1000) as usize;
+    let eval_every = p["eval_every"].as_u64().unwrap_or(1).max(1) as usize;
+    let seed = p["seed"].as_u64().unwrap_or(0);
+    tch::manual_seed(seed as i64);
+
+    let model = context::load_model(job, cache, device)?;
+    let dataset = Dataset::from_job(job)?;
+    let (train_set, prompts) = dataset.open(true)?;
+    let (eval_set, _) = dataset.open(false)?;
+    let tokenizer = context::tokenizer(job)?;
+    let pre = context::preprocessor(job, &model)?;
+    let head = zeroshot::head(&model, &tokenizer, &prompts)?;
+
+    let extra = nn::VarStore::new(device);
+    let root = extra.root();
+    let classifier = linear_head.then(|| Classifier::from_zero_shot(&root, &head));
+    let adapters = match trainable.as_str() {
+        "head+convpass" => {
+            let (scale, xavier) = convpass_settings(job)?;
+            Some(Adapters::new(&root, &model, scale, xavier))
+        }
+        _ => None,
+    };
+    let mut params: Vec<(String, Tensor)> = extra.variables().into_iter().collect();
+    params.extend(model_params(&model, &trainable));
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, t) in &params {
+        let _ = t.shallow_clone().set_requires_grad(true);
+    }
+    let tensors: Vec<Tensor> = params.iter().map(|(_, t)| t.shallow_clone()).collect();
+    // Pruned weights among the trained tensors: their zeros are masks to keep.
+    let zero_masks: Vec<Option<Tensor>> = params
+        .iter()
+        .map(|(name, t)| is_encoder_linear(name).then(|| t.eq(0.0)))
+        .collect();
+    let zeros_before = count_encoder_zeros(&model);
+
+    let forward = |pixels: &Tensor, train: bool| -> Tensor {
+        let f = convpass::image_features(&model, adapters.as_ref(), pixels, train);
+        match &classifier {
+            Some(c) => c.logits(&f),
+            None => zeroshot::logits(&f, &head),
+        }
+    };
+    let evaluate = |forward: &dyn Fn(&Tensor, bool) -> Tensor| -> Result<f64, StageError> {
+        let _g = tch::no_grad_guard();
+        let indices: Vec<usize> = (0..eval_set.len()).collect();
+        let mut hits = 0i64;
+        loader::pipeline(
+            &loader::chunks(&indices, 256),
+            |chunk| {
+                pre.batch(chunk, |i| eval_set.image(i))
+                    .map(|px| (chunk.to_vec(), px))
+            },
+            |(chunk, px): (Vec<usize>, Vec<f32>)| -> Result<(), StageError> {
+                let pixels = context::pixels(&px, chunk.len(), &pre, device, Kind::Float);
+                let labels: Vec<i64> = chunk.iter().map(|&i| eval_set.label(i)).collect();
+                let labels = Tensor::from_slice(&labels).to_device(device);
+                let logits = forward(&pixels, false);
+                hits += logits
+                    .argmax(1, false)
+                    .eq_tensor(&labels)
+                    .sum(Kind::Int64)
+                    .int64_value(&[]);
+                Ok(())
+            },
+        )?;
+        Ok(hits as f64 / eval_set.len() as f64)
+    };
+
+    let clock = Instant::now();
+    let initial = evaluate(&forward)?;
+    // The training images, decoded once (8-bit, exact), normalised per batch.
+    let train_indices = draw(train_set.len(), train_size.min(train_set.len()), seed);
+    let images = pre.batch_u8(&train_indices, |i| train_set.image(i))?;
+    let labels: Vec<i64> = train_indices.iter().map(|&i| train_set.label(i)).collect();
+    let (h, w) = (pre.crop.0 as usize, pre.crop.1 as usize);
+    let per_image = 3 * h * w;
+    let n = train_indices.len();
+    // Full batches only (drop_last), and at least one batch when the set is small.
+    let per_epoch = (n / batch).max(1);
+    let batch = batch.min(n);
+
+    let mut opt = AdamW::new(&tensors, lr, wd);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut history = Vec::new();
+    let (mut best, mut best_epoch, mut last) = (initial, 0usize, initial);
+    // With nothing to train (a frozen zero-shot head alone) the stage only evaluates.
+    let epochs_run = if tensors.is_empty() { 0 } else { epochs };
+    for epoch in 1..=epochs_run {
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rng);
+        let mut loss_sum = 0.0;
+        for it in 0..per_epoch {
+            let e = (epoch - 1) as f64 + it as f64 / per_epoch as f64;
+            opt.set_lr(learning_rate(e, epochs as f64, lr, min_lr, warmup, cosine));
+            let pick = &order[it * batch..(it + 1) * batch];
+            let mut bytes = Vec::with_capacity(batch * per_image);
+            for &j in pick {
+                bytes.extend_from_slice(&images[j * per_image..(j + 1) * per_image]);
+            }
+            let pixels = context::pixels(&pre.normalize(&bytes), batch, &pre, device, Kind::Float);
+            let y: Vec<i64> = pick.iter().map(|&j| labels[j]).collect();
+            let y = Tensor::from_slice(&y).to_device(device);
+            for t in &tensors {
+                let mut g = t.grad();
+                if g.defined() {
+                    let _ = g.zero_();
+                }
+            }
+            let loss = forward(&pixels, true).cross_entropy_for_logits(&y);
+            loss.backward();
+            let loss = loss.double_value(&[]);
+            if !loss.is_finite() {
+                return Err(StageError::Failed(format!(
+                    "retraining diverged in epoch {epoch} (loss {loss}); lower `lr` in [stages.retrain]"
+                )));
+            }
+            loss_sum += loss;
+            tch::no_grad(|| {
+                for (t, m) in tensors.iter().zip(&zero_masks) {
+                    let mut g = t.grad();
+                    if let (Some(m), true) = (m, g.defined()) {
+                        let _ = g.masked_fill_(m, 0.0);
+                    }
+                }
+            });
+            opt.step(&tensors);
+            tch::no_grad(|| {
+                for (t, m) in tensors.iter().zip(&zero_masks) {
+                    if let Some(m) = m {
+                        let _ = t.shallow_clone().masked_fill_(m, 0.0);
+                    }
+                }
+            });
+        }
+        let mut record = json!({ "epoch": epoch, "train_loss": loss_sum / per_epoch as f64 });
+        if epoch % eval_every == 0 || epoch == epochs {
+            last = evaluate(&forward)?;
+            record["top1"] = json!(last);
+            if last > best {
+                (best, best_epoch) = (last, epoch);
+            }
+        }
+        history.push(record);
+    }
+    let zeros_after = count_encoder_zeros(&model);
+    let saved: Vec<(String, Tensor)> = params
+        .iter()
+        .map(|(name, t)| (name.clone(), t.detach().to_device(Device::Cpu)))
+        .collect();
+    if !saved.is_empty() {
+        let dir = builder.artifacts_dir();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StageError::Failed(format!("{}: {e}", dir.display())))?;
+        weights::write_file(&dir.join(RETRAINED), &saved)?;
+    }
+    Ok(StageOutput {
+        metrics: json!({
+            "initial_top1": initial,
+            "best_top1": best,
+            "best_epoch": best_epoch,
+            "last_top1": last,
+            "epochs": history,
+            "trainable": trainable,
+            "trained_parameters": tensors.iter().map(|t| t.numel()).sum::<usize>(),
+            "train_images": n,
+            "n_eval": eval_set.len(),
+            "encoder_zero_weights_before": zeros_before,
+            "encoder_zero_weights_after": zeros_after,
+            "seconds": clock.elapsed().as_secs_f64(),
+        }),
+        transient: vec![],
+    })
+}
+
+/// The model's own tensors a trainable set names (the classifier and adapters live apart).
+fn model_params(model: &Clip, trainable: &str) -> Vec<(String, Tensor)> {
+    let vars = model.vs.variables();
+    let keep = |name: &str| match trainable {
+        "head+layernorm" => {
+            name.starts_with("vision_model.")
+                && (name.contains("layer_norm") || name.contains("post_layernorm"))
+        }
+        "vision" => name.starts_with("vision_model."),
+        _ => false,
+    };
+    vars.into_iter().filter(|(name, _)| keep(name)).collect()
+}
+
+/// The six Linear weights of an encoder layer (what pruning zeroes).
+fn is_encoder_linear(name: &str) -> bool {
+    name.contains("encoder.layers.")
+        && name.ends_with(".weight")
+        && (name.contains("_proj.") || name.contains(".fc1.") || name.contains(".fc2."))
+}
+
+fn count_encoder_zeros(model: &Clip) -> i64 {
+    model
+        .vs
+        .variables()
+        .iter()
+        .filter(|(name, _)| is_encoder_linear(name))
+        .map(|(_, t)| t.eq(0.0).sum(Kind::Int64).int64_value(&[]))
+        .sum()
+}
+
+/// The Convpass scale and Xavier flag: the manifest's, else the VTAB value of a built-in
+/// dataset.
+fn convpass_settings(job: &JobSpec) -> Result<(f64, bool), StageError> {
+    let p = &job.params["train"];
+    let known = job.params["dataset"]["options"]["prompts"]
+        .as_str()
+        .and_then(|name| VTAB_CONVPASS.iter().find(|(n, _, _)| *n == name));
+    let scale = p["convpass_scale"].as_f64().or(known.map(|k| k.1));
+    let xavier = p["convpass_xavier"].as_bool().or(known.map(|k| k.2));
+    match (scale, xavier) {
+        (Some(s), Some(x)) => Ok((s, x)),
+        _ => Err(StageError::Failed(format!(
+            "Convpass needs a scale for this dataset (VTAB values exist for {}); set `convpass_scale` and `convpass_xavier` in [stages.retrain]",
+            VTAB_CONVPASS
+                .iter()
+                .map(|k| k.0)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::learning_rate;
+
+    #[test]
+    fn constant_or_warmup_then_cosine() {
+        assert_eq!(learning_rate(3.5, 100.0, 1e-3, 1e-5, 10.0, false), 1e-3);
+        assert!((learning_rate(5.0, 100.0, 1e-3, 1e-5, 10.0, true) - 5e-4).abs() < 1e-15);
+        assert!((learning_rate(10.0, 100.0, 1e-3, 1e-5, 10.0, true) - 1e-3).abs() < 1e-15);
+        let mid = learning_rate(55.0, 100.0, 1e-3, 1e-5, 10.0, true);
+        assert!((mid - (1e-5 + (1e-3 - 1e-5) * 0.5)).abs() < 1e-15);
+        assert!((learning_rate(100.0, 100.0, 1e-3, 1e-5, 10.0, true) - 1e-5).abs() < 1e-15);
+    }
+}
