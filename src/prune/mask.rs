@@ -80,9 +80,13 @@ fn lowest_by_sort(scores: &Tensor, k: i64) -> Tensor {
 fn lowest_by_selection(scores: &Tensor, k: i64) -> Tensor {
     let shape = scores.size();
     let len = *shape.last().expect("scores have a last dimension") as usize;
-    // `+ 0.0` maps -0.0 to 0.0 so the total order below ties them, as the sort does.
-    let values = Vec::<f32>::try_from((scores.to_kind(Kind::Float) + 0.0).contiguous().view([-1]))
-        .expect("float scores convert to a vector");
+    // `+ 0.0` maps -0.0 to 0.0 so the order below ties them, as the sort does.
+    let values: Vec<u32> =
+        Vec::<f32>::try_from((scores.to_kind(Kind::Float) + 0.0).contiguous().view([-1]))
+            .expect("float scores convert to a vector")
+            .into_iter()
+            .map(order_key)
+            .collect();
     let mut mask = vec![0u8; values.len()];
     let k = k.clamp(0, len as i64) as usize;
     if k > 0 && len > 0 {
@@ -102,19 +106,23 @@ fn lowest_by_selection(scores: &Tensor, k: i64) -> Tensor {
         .to_kind(Kind::Bool)
 }
 
+/// An integer with the order of `f32::total_cmp` (sign-magnitude bits mapped to an unsigned
+/// order), so the selection compares integers.
+fn order_key(v: f32) -> u32 {
+    let b = v.to_bits();
+    if b >> 31 == 1 { !b } else { b | 0x8000_0000 }
+}
+
 /// Marks the `k` lowest values of `row` (ties to the lower index) with 1 in `mask`.
-fn mark_lowest(row: &[f32], k: usize, mask: &mut [u8], scratch: &mut Vec<f32>) {
+fn mark_lowest(row: &[u32], k: usize, mask: &mut [u8], scratch: &mut Vec<u32>) {
     scratch.clear();
     scratch.extend_from_slice(row);
-    let (_, kth, _) = scratch.select_nth_unstable_by(k - 1, f32::total_cmp);
+    let (_, kth, _) = scratch.select_nth_unstable(k - 1);
     let kth = *kth;
-    let below = row
-        .iter()
-        .filter(|v| v.total_cmp(&kth) == Ordering::Less)
-        .count();
+    let below = row.iter().filter(|&&v| v < kth).count();
     let mut ties = k - below;
     for (m, v) in mask.iter_mut().zip(row) {
-        match v.total_cmp(&kth) {
+        match v.cmp(&kth) {
             Ordering::Less => *m = 1,
             Ordering::Equal if ties > 0 => {
                 *m = 1;
