@@ -46,8 +46,9 @@ fn expansion_counts_and_sharing() {
 #[test]
 fn optional_stages_add_nodes() {
     let project = Project::new();
-    let text =
-        format!("{SWEEP}\n[stages]\nretrain = true\nintrinsic_dimension = true\nfinetune = true\n");
+    let text = format!(
+        "{SWEEP}\n[stages]\nretrain = {{ trainable = \"vision\" }}\nintrinsic_dimension = true\nfinetune = true\n"
+    );
     let p = plan_of(&project.write("s.toml", &text));
     assert_eq!(p.count(StageKind::Finetune), 4);
     assert_eq!(
@@ -260,4 +261,32 @@ fn explicit_calibration_indices_define_only_the_calibration() {
         };
         assert_eq!(changed(StageKind::Calibrate), 4);
     }
+}
+
+#[test]
+fn convpass_scales_of_vtab_datasets_enter_the_retrain_keys() {
+    let project = Project::new();
+    let text = SWEEP
+        .replace("classes = 4\n", "classes = 10\nprompts = \"eurosat\"\n")
+        .replace("classes = 6\n", "classes = 10\nprompts = \"svhn\"\n")
+        + "\n[stages]\nretrain = true\n";
+    let p = plan_of(&project.write("c.toml", &text));
+    let mut seen = BTreeSet::new();
+    for n in p.nodes.iter().filter(|n| n.kind == StageKind::Retrain) {
+        let train = &n.params_json()["train"];
+        let want = if n.label.contains("/d1 ") {
+            (10.0, false)
+        } else {
+            (100.0, true)
+        };
+        assert_eq!(
+            (
+                train["convpass_scale"].as_f64().unwrap(),
+                train["convpass_xavier"].as_bool().unwrap()
+            ),
+            want
+        );
+        seen.insert(n.label.contains("/d1 "));
+    }
+    assert_eq!(seen.len(), 2);
 }

@@ -106,6 +106,7 @@ impl Cx<'_> {
         if let Some(points) = &grid {
             self.resolve_model_inputs(top, &mut models, points);
             self.check_calibration_indices(top, &datasets, &methods, points);
+            self.check_convpass(top, &stages, &datasets, points);
         }
         // A dense-only grid keeps its (model, dataset) pairs and has no pruning points.
         let (grid, dense_pairs) = match grid {
@@ -1401,6 +1402,69 @@ impl Cx<'_> {
                 );
             }
         }
+    }
+
+    /// Convpass retraining needs a scale per dataset: the manifest's, or the VTAB-1k value of a
+    /// built-in dataset.
+    fn check_convpass(
+        &mut self,
+        top: &Table,
+        stages: &StageSettings,
+        datasets: &BTreeMap<String, (Span, DatasetDef)>,
+        points: &[GridPoint],
+    ) {
+        let p = &stages.retrain_params;
+        let convpass = p.get("trainable").and_then(Json::as_str) == Some("head+convpass");
+        let given = p.contains_key("convpass_scale") && p.contains_key("convpass_xavier");
+        if !stages.retrain || !convpass || given {
+            return;
+        }
+        let used: BTreeSet<&str> = points
+            .iter()
+            .filter(|pt| pt.method != DENSE)
+            .map(|pt| pt.dataset.as_str())
+            .collect();
+        let missing: Vec<&str> = used
+            .into_iter()
+            .filter(|name| {
+                datasets[*name]
+                    .1
+                    .params
+                    .get("prompts")
+                    .and_then(Json::as_str)
+                    .and_then(schema::known_dataset)
+                    .and_then(|k| k.convpass)
+                    .is_none()
+            })
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let span = top
+            .get("stages")
+            .and_then(|e| match &e.node.value {
+                Value::Table(t) => t.get("retrain"),
+                _ => None,
+            })
+            .map(|e| e.key_span.clone())
+            .unwrap_or(0..0);
+        let with_values: Vec<&str> = schema::KNOWN_DATASETS
+            .iter()
+            .filter(|k| k.convpass.is_some())
+            .map(|k| k.name)
+            .collect();
+        self.d.error_hint(
+            &span,
+            "stages.retrain",
+            format!(
+                "Convpass retraining has no scale for dataset {}",
+                missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+            ),
+            format!(
+                "set `convpass_scale` and `convpass_xavier` in [stages.retrain] (the VTAB-1k values are built in for {})",
+                with_values.join(", ")
+            ),
+        );
     }
 
     fn locate(&self, source: &InputSource, repo_type: hf::RepoType) -> Result<PathBuf, String> {

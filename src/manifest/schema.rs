@@ -524,6 +524,8 @@ pub struct KnownDataset {
     pub split: &'static str,
     pub image_column: &'static str,
     pub label_column: &'static str,
+    /// Convpass scale and Xavier flag of its VTAB-1k task (structured-and-analysis.md §2.6).
+    pub convpass: Option<(f64, bool)>,
 }
 
 const fn known(
@@ -537,22 +539,30 @@ const fn known(
         split,
         image_column,
         label_column,
+        convpass: None,
+    }
+}
+
+const fn vtab(d: KnownDataset, scale: f64, xavier: bool) -> KnownDataset {
+    KnownDataset {
+        convpass: Some((scale, xavier)),
+        ..d
     }
 }
 
 pub const KNOWN_DATASETS: &[KnownDataset] = &[
     known("mnist", "test", "image", "label"),
-    known("svhn", "test", "image", "label"),
+    vtab(known("svhn", "test", "image", "label"), 100.0, true),
     known("cifar10", "test", "img", "label"),
-    known("cifar100", "test", "img", "fine_label"),
+    vtab(known("cifar100", "test", "img", "fine_label"), 0.1, false),
     known("cars", "test", "image", "label"),
     known("gtsrb", "test", "image", "label"),
-    known("flowers102", "test", "image", "label"),
+    vtab(known("flowers102", "test", "image", "label"), 0.1, true),
     known("food101", "validation", "image", "label"),
-    known("eurosat", "test", "image", "label"),
-    known("sun397", "test", "image", "label"),
-    known("resisc45", "test", "image", "label"),
-    known("dtd", "test", "image", "label"),
+    vtab(known("eurosat", "test", "image", "label"), 10.0, false),
+    vtab(known("sun397", "test", "image", "label"), 0.1, false),
+    vtab(known("resisc45", "test", "image", "label"), 10.0, false),
+    vtab(known("dtd", "test", "image", "label"), 0.01, true),
 ];
 
 pub const KNOWN_DATASET_NAMES: &[&str] = &[

@@ -116,7 +116,6 @@ struct Builder<'e> {
 /// Canonical JSON of each configurable stage's parameters, computed once.
 struct StageParams {
     evaluate: String,
-    retrain: String,
     intrinsic_dimension: String,
     finetune: String,
 }
@@ -132,7 +131,6 @@ pub fn build(exp: &Experiment, fp: &mut FingerprintCache) -> Result<Plan, PlanEr
         dataset_specs: HashMap::new(),
         stage_params: StageParams {
             evaluate: canonical(&Json::Object(exp.stages.evaluate_params.clone())),
-            retrain: canonical(&Json::Object(exp.stages.retrain_params.clone())),
             intrinsic_dimension: canonical(&Json::Object(
                 exp.stages.intrinsic_dimension_params.clone(),
             )),
@@ -382,9 +380,10 @@ impl Builder<'_> {
         // Retraining is measured by its own stage (accuracy before, best, last); evaluation and
         // intrinsic dimension read the pruned model, so a table shows both sides.
         if stages.retrain {
+            let train = retrain_params(self.exp, d);
             let id = self.add(
                 StageKind::Retrain,
-                object(&[("dataset", &ds_spec), ("train", &self.stage_params.retrain)]),
+                object(&[("dataset", &ds_spec), ("train", &train)]),
                 [base_up.clone(), vec![prune]].concat(),
                 [mref.inputs.clone(), ds_inputs.clone()].concat(),
                 || format!("retrain {m}/{d} {name}@{sp}{calib_label}"),
@@ -437,6 +436,26 @@ impl Builder<'_> {
         });
         (Some(evaluate), intrinsic_dimension)
     }
+}
+
+/// The retraining parameters for `dataset`: the manifest's, with the Convpass scale and Xavier
+/// flag of a built-in VTAB-1k dataset filled in where the manifest leaves them out (so they are
+/// part of the key).
+pub fn retrain_params(exp: &Experiment, dataset: &str) -> String {
+    let mut params = exp.stages.retrain_params.clone();
+    let vtab = exp.datasets[dataset]
+        .params
+        .get("prompts")
+        .and_then(Json::as_str)
+        .and_then(schema::known_dataset)
+        .and_then(|k| k.convpass);
+    if let Some((scale, xavier)) = vtab {
+        params.entry("convpass_scale").or_insert(Json::from(scale));
+        params
+            .entry("convpass_xavier")
+            .or_insert(Json::from(xavier));
+    }
+    canonical(&Json::Object(params))
 }
 
 /// The method of a grid point: its definition (or a built-in kind with defaults), the point's

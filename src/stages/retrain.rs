@@ -29,21 +29,6 @@ use tch::{Device, Kind, Tensor, nn};
 /// Artifact with every tensor the stage trained (HF names for the model's own).
 pub const RETRAINED: &str = "retrained.safetensors";
 
-/// Convpass scale and Xavier flag of the VTAB-1k tasks (spec §2.6), by built-in dataset name.
-const VTAB_CONVPASS: &[(&str, f64, bool)] = &[
-    ("cifar100", 0.1, false),
-    ("caltech101", 1.0, false),
-    ("dtd", 0.01, true),
-    ("flowers102", 0.1, true),
-    ("oxford_iiit_pet", 1.0, true),
-    ("svhn", 100.0, true),
-    ("sun397", 0.1, false),
-    ("patch_camelyon", 10.0, false),
-    ("eurosat", 10.0, false),
-    ("resisc45", 10.0, false),
-    ("diabetic_retinopathy", 1.0, false),
-];
-
 /// Learning rate at fractional epoch `e`: constant, or MAE's linear warm-up then half-cycle
 /// cosine to `min_lr` (SLS's `lr_sched.adjust_learning_rate`, per iteration).
 pub fn learning_rate(e: f64, epochs: f64, lr: f64, min_lr: f64, warmup: f64, cosine: bool) -> f64 {
@@ -283,25 +268,15 @@ fn count_encoder_zeros(model: &Clip) -> i64 {
         .sum()
 }
 
-/// The Convpass scale and Xavier flag: the manifest's, else the VTAB value of a built-in
-/// dataset.
+/// The Convpass scale and Xavier flag (the planner fills the VTAB-1k values of built-in
+/// datasets and refuses a manifest that leaves them unknown).
 fn convpass_settings(job: &JobSpec) -> Result<(f64, bool), StageError> {
     let p = &job.params["train"];
-    let known = job.params["dataset"]["options"]["prompts"]
-        .as_str()
-        .and_then(|name| VTAB_CONVPASS.iter().find(|(n, _, _)| *n == name));
-    let scale = p["convpass_scale"].as_f64().or(known.map(|k| k.1));
-    let xavier = p["convpass_xavier"].as_bool().or(known.map(|k| k.2));
-    match (scale, xavier) {
+    match (p["convpass_scale"].as_f64(), p["convpass_xavier"].as_bool()) {
         (Some(s), Some(x)) => Ok((s, x)),
-        _ => Err(StageError::Failed(format!(
-            "Convpass needs a scale for this dataset (VTAB values exist for {}); set `convpass_scale` and `convpass_xavier` in [stages.retrain]",
-            VTAB_CONVPASS
-                .iter()
-                .map(|k| k.0)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
+        _ => Err(StageError::Failed(
+            "Convpass needs `convpass_scale` and `convpass_xavier` in [stages.retrain]".into(),
+        )),
     }
 }
 
