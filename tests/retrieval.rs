@@ -8,12 +8,12 @@ use std::process::Command;
 mod common;
 use common::{BIN, python};
 
-/// 12 test images (each a distinct colour pattern) with two captions each, plus train images
-/// that must be left out.
+/// 12 test images (each a distinct colour pattern) with two captions each, plus 16 train images
+/// that evaluation must leave out (the intrinsic dimension reads them).
 fn write_dataset(dir: &Path) {
     std::fs::create_dir_all(dir.join("images")).unwrap();
     let mut entries = Vec::new();
-    for i in 0..16u32 {
+    for i in 0..28u32 {
         let img = image::RgbImage::from_fn(40 + i, 36, |x, y| {
             image::Rgb([
                 ((x * (i + 3) + y * 7) % 256) as u8,
@@ -78,6 +78,9 @@ path = "flickr"
 [grid]
 model = ["tiny"]
 dataset = ["flickr"]
+
+[stages.intrinsic_dimension]
+towers = "both"
 "#,
     )
     .unwrap();
@@ -105,6 +108,24 @@ dataset = ["flickr"]
         String::from_utf8_lossy(&out.stderr)
     );
     let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // The intrinsic dimension reads the train split: its 16 images and 32 distinct captions.
+    let id_csv = std::fs::read_to_string(d.join("results/retrieval/retrieval_id.csv")).unwrap();
+    let mut id = csv::Reader::from_reader(id_csv.as_bytes());
+    let h = id.headers().unwrap().clone();
+    let col = |name: &str| h.iter().position(|x| x == name).unwrap();
+    let id_rows: Vec<csv::StringRecord> = id.records().map(Result::unwrap).collect();
+    // Tiny preset: 3 vision layers, 2 text layers.
+    assert_eq!(id_rows.len(), 3 + 2);
+    for r in &id_rows {
+        let want = if &r[col("tower")] == "vision" {
+            "16"
+        } else {
+            "32"
+        };
+        assert_eq!(&r[col("samples")], want);
+        assert!(r[col("intrinsic_dimension")].parse::<f64>().unwrap() > 0.0);
+    }
     for dir in ["image_to_text", "text_to_image"] {
         let mut last = 0.0;
         for k in [1, 5, 10] {

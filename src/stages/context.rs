@@ -4,6 +4,7 @@
 
 use super::StageError;
 use crate::cache::Cache;
+use crate::data::retrieval::RetrievalSet;
 use crate::data::synthetic::Synthetic;
 use crate::data::{ImageSet, Preprocessor, Prompts, SourceSpec};
 use crate::model::{Clip, ClipTokenizer};
@@ -110,6 +111,23 @@ pub fn preprocessor(job: &JobSpec, model: &Clip) -> Result<Preprocessor, StageEr
     Ok(Preprocessor::for_model(
         base_dir(job)?,
         model.config.vision.image_size as u32,
+    )?)
+}
+
+/// A Karpathy-split retrieval dataset's evaluation split (or, with `train`, its `train_split`).
+pub fn retrieval_set(job: &JobSpec, train: bool) -> Result<RetrievalSet, StageError> {
+    let opts = &job.params["dataset"]["options"];
+    let dir = dataset_dir(job)?;
+    let rel = |k: &str, d: &str| dir.join(Path::new(opts[k].as_str().unwrap_or(d)));
+    let split = if train {
+        opts["train_split"].as_str().unwrap_or("train")
+    } else {
+        opts["split"].as_str().unwrap_or("test")
+    };
+    Ok(RetrievalSet::open(
+        &rel("annotations", "dataset.json"),
+        &rel("images", "images"),
+        split,
     )?)
 }
 

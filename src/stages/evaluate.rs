@@ -8,11 +8,9 @@ use super::{StageError, StageOutput};
 use crate::analysis::metrics;
 use crate::cache::{Cache, EntryBuilder};
 use crate::data::loader;
-use crate::data::retrieval::RetrievalSet;
 use crate::model::{Clip, zeroshot};
 use crate::plan::JobSpec;
 use serde_json::json;
-use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -112,15 +110,7 @@ fn retrieval(
     batch: usize,
 ) -> Result<StageOutput, StageError> {
     let device = model.vs.device();
-    let opts = &job.params["dataset"]["options"];
-    let dir = context::dataset_dir(job)?;
-    let rel = |k: &str, d: &str| dir.join(Path::new(opts[k].as_str().unwrap_or(d)));
-    let split = opts["split"].as_str().unwrap_or("test");
-    let set = RetrievalSet::open(
-        &rel("annotations", "dataset.json"),
-        &rel("images", "images"),
-        split,
-    )?;
+    let set = context::retrieval_set(job, false)?;
     let tokenizer = context::tokenizer(job)?;
     let pre = context::preprocessor(job, model)?;
     let _guard = tch::no_grad_guard();

@@ -4,7 +4,8 @@
 //!
 //! Samples: `n` training images drawn without replacement (all of them when the split is
 //! smaller), preprocessed as for evaluation; for the text tower, the distinct prompts
-//! (class × template), at most `n` of them in a seeded order. The record holds one entry per
+//! (class × template) of a classification dataset or the distinct captions of a retrieval
+//! dataset, at most `n` of them in a seeded order. The record holds one entry per
 //! tower and layer: dimension, IDVL spread, points kept, duplicates, degenerate points.
 
 use super::calibrate::draw;
@@ -13,9 +14,11 @@ use super::{StageError, StageOutput};
 use crate::analysis::representation::{self, Inputs, Pooling};
 use crate::analysis::twonn::{self, Estimator};
 use crate::cache::{Cache, EntryBuilder};
-use crate::data::Prompts;
+use crate::data::retrieval::RetrievalSet;
+use crate::data::{DataError, ImageSet, Prompts};
 use crate::plan::JobSpec;
 use crate::prune::Tower;
+use image::RgbImage;
 use serde_json::{Value as Json, json};
 use std::time::Instant;
 
@@ -43,9 +46,7 @@ pub fn run(
         },
     };
     let model = context::load_model(job, cache, device)?;
-    let dataset = Dataset::from_job(job)?;
-    let (set, prompts) = dataset.open(true)?;
-    let split = dataset.split_name(true);
+    let samples = Samples::open(job)?;
 
     let mut out = Vec::new();
     for tower in towers {
@@ -71,15 +72,15 @@ pub fn run(
         };
         let samples = match tower {
             Tower::Vision => {
-                let indices = draw(set.len(), n.min(set.len()), seed);
+                let indices = draw(samples.images(), n.min(samples.images()), seed);
                 let pre = context::preprocessor(job, &model)?;
-                let px = pre.batch(&indices, |i| set.image(i))?;
+                let px = pre.batch(&indices, |i| samples.image(i))?;
                 let pixels = context::pixels(&px, indices.len(), &pre, device, tch::Kind::Float);
                 representation::per_layer(&model, Inputs::Pixels(&pixels), pooling, &mut measure)?;
                 indices.len()
             }
             Tower::Text => {
-                let texts = distinct_prompts(&prompts, n, seed);
+                let texts = samples.texts(n, seed);
                 let tokens = context::tokenizer(job)?.encode(&texts, device)?;
                 representation::per_layer(&model, Inputs::Tokens(&tokens), pooling, &mut measure)?;
                 texts.len()
@@ -94,7 +95,7 @@ pub fn run(
     }
     Ok(StageOutput {
         metrics: json!({
-            "split": split,
+            "split": samples.split,
             "representation": pooling_name,
             "estimator": estimator_name,
             "towers": out,
@@ -104,15 +105,66 @@ pub fn run(
     })
 }
 
-/// Every (class, template) prompt once, at most `n` of them in a seeded order.
-fn distinct_prompts(prompts: &Prompts, n: usize, seed: u64) -> Vec<String> {
-    let mut all: Vec<String> = (0..prompts.classnames.len())
-        .flat_map(|c| prompts.class_prompts(c))
-        .collect();
-    all.sort();
-    all.dedup();
-    let order = draw(all.len(), n.min(all.len()), seed);
-    order.into_iter().map(|i| all[i].clone()).collect()
+/// Where the measured samples come from: a classification dataset's training split (texts: its
+/// distinct prompts) or a retrieval dataset's (texts: its distinct captions).
+struct Samples {
+    split: String,
+    source: Source,
+}
+
+enum Source {
+    Classification(ImageSet, Prompts),
+    Retrieval(RetrievalSet),
+}
+
+impl Samples {
+    fn open(job: &JobSpec) -> Result<Samples, StageError> {
+        if job.params["dataset"]["kind"].as_str() == Some("retrieval") {
+            let split = job.params["dataset"]["options"]["train_split"]
+                .as_str()
+                .unwrap_or("train")
+                .to_string();
+            let set = context::retrieval_set(job, true)?;
+            return Ok(Samples {
+                split,
+                source: Source::Retrieval(set),
+            });
+        }
+        let dataset = Dataset::from_job(job)?;
+        let (set, prompts) = dataset.open(true)?;
+        Ok(Samples {
+            split: dataset.split_name(true),
+            source: Source::Classification(set, prompts),
+        })
+    }
+
+    fn images(&self) -> usize {
+        match &self.source {
+            Source::Classification(set, _) => set.len(),
+            Source::Retrieval(set) => set.images.len(),
+        }
+    }
+
+    fn image(&self, i: usize) -> Result<RgbImage, DataError> {
+        match &self.source {
+            Source::Classification(set, _) => set.image(i),
+            Source::Retrieval(set) => set.image(i),
+        }
+    }
+
+    /// Every distinct text once, at most `n` of them in a seeded order.
+    fn texts(&self, n: usize, seed: u64) -> Vec<String> {
+        let mut all: Vec<String> = match &self.source {
+            Source::Classification(_, prompts) => (0..prompts.classnames.len())
+                .flat_map(|c| prompts.class_prompts(c))
+                .collect(),
+            Source::Retrieval(set) => set.captions.iter().flatten().cloned().collect(),
+        };
+        all.sort();
+        all.dedup();
+        let order = draw(all.len(), n.min(all.len()), seed);
+        order.into_iter().map(|i| all[i].clone()).collect()
+    }
 }
 
 /// Per tower: the mean, the maximum and the last layer's dimension (the main table's columns).
