@@ -4,9 +4,8 @@
 //! deterministic; the SLS depth against scikit-learn's pipeline on the same features.
 
 mod common;
-use common::{python, reference_script};
+use common::run_reference;
 use orchestrate::analysis::{silhouette, tsne, twonn};
-use std::process::Command;
 use tch::{Device, Kind, Tensor};
 
 const F64: (Kind, Device) = (Kind::Double, Device::Cpu);
@@ -43,17 +42,7 @@ fn raw_f64(t: &Tensor) -> Vec<u8> {
 }
 
 fn reference(args: &[&str]) -> String {
-    let out = Command::new(python())
-        .arg(reference_script("analysis_reference.py"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    run_reference("analysis_reference.py", args)
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::{BIN, python};
+use common::{BIN, run_reference};
 
 #[test]
 fn demo_finetunes_far_above_chance() {
@@ -162,18 +162,11 @@ fn demo_finetunes_far_above_chance() {
         .to_string(),
     )
     .unwrap();
-    let out = Command::new(python())
-        .arg(common::reference_script("zeroshot_reference.py"))
-        .arg(d.join("exported"))
-        .arg(d.join("spec.json"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_reference(
+        "zeroshot_reference.py",
+        &[d.join("exported"), d.join("spec.json")],
     );
-    let theirs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let theirs: f64 = out.trim().parse().unwrap();
     let ours = top1_at_half["sparsegpt"];
     // Same weights, same images: at most one near-tie may flip.
     assert!(

@@ -3,9 +3,8 @@
 //! exactly its pruned zeros. Plus the adapters' identity at initialisation.
 
 mod common;
-use common::BIN;
+use common::run_in;
 use std::path::Path;
-use std::process::Command;
 
 const MANIFEST: &str = r#"
 [experiment]
@@ -48,18 +47,6 @@ convpass_scale = 1.0
 convpass_xavier = false
 "#;
 
-fn run(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    let log =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
-    log
-}
-
 fn rows(dir: &Path) -> Vec<std::collections::HashMap<String, String>> {
     let csv = std::fs::read_to_string(dir.join("results/retrain/retrain.csv")).unwrap();
     let mut reader = csv::Reader::from_reader(csv.as_bytes());
@@ -94,9 +81,9 @@ fn retrain_records(dir: &Path) -> Vec<serde_json::Value> {
 fn retraining_recovers_truncated_models_and_keeps_pruned_zeros() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    run(d, &["init-model", "models/tiny", "--preset", "tiny"]);
+    run_in(d, &["init-model", "models/tiny", "--preset", "tiny"]);
     std::fs::write(d.join("retrain.toml"), MANIFEST).unwrap();
-    run(d, &["run", "retrain.toml"]);
+    run_in(d, &["run", "retrain.toml"]);
     let table = rows(d);
     let sls = table.iter().find(|r| r["method"] == "sls-shallow").unwrap();
     assert_eq!(sls["status"], "done");
@@ -124,7 +111,7 @@ fn retraining_recovers_truncated_models_and_keeps_pruned_zeros() {
         "[stages.retrain]\ntrainable = \"vision\"\n",
     );
     std::fs::write(d.join("retrain.toml"), full).unwrap();
-    run(d, &["run", "retrain.toml"]);
+    run_in(d, &["run", "retrain.toml"]);
     let records = retrain_records(d);
     let full: Vec<_> = records
         .iter()

@@ -3,10 +3,9 @@
 //! transformers (`tests/reference/retrieval_reference.py`) on the same files.
 
 use std::path::Path;
-use std::process::Command;
 
 mod common;
-use common::{BIN, python};
+use common::{run_in, run_reference};
 
 /// 12 test images (each a distinct colour pattern) with two captions each, plus 16 train images
 /// that evaluation must leave out (the intrinsic dimension reads them).
@@ -43,24 +42,17 @@ fn write_dataset(dir: &Path) {
 fn retrieval_recall_matches_transformers() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let run = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(args)
-            .current_dir(d)
-            .output()
-            .unwrap();
-        let log = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{args:?}: {log}");
-    };
-    run(&[
-        "init-model",
-        "models/tiny",
-        "--preset",
-        "tiny",
-        "--seed",
-        "3",
-    ]);
+    run_in(
+        d,
+        &[
+            "init-model",
+            "models/tiny",
+            "--preset",
+            "tiny",
+            "--seed",
+            "3",
+        ],
+    );
     write_dataset(&d.join("flickr"));
     std::fs::write(
         d.join("retrieval.toml"),
@@ -84,7 +76,7 @@ towers = "both"
 "#,
     )
     .unwrap();
-    run(&["run", "retrieval.toml"]);
+    run_in(d, &["run", "retrieval.toml"]);
     let csv = std::fs::read_to_string(d.join("results/retrieval/retrieval.csv")).unwrap();
     let mut rows = csv::Reader::from_reader(csv.as_bytes());
     let headers = rows.headers().unwrap().clone();
@@ -94,20 +86,16 @@ towers = "both"
         row.get(col).unwrap().parse().unwrap()
     };
 
-    let out = Command::new(python())
-        .arg(common::reference_script("retrieval_reference.py"))
-        .arg(d.join("models/tiny"))
-        .arg(d.join("flickr/dataset.json"))
-        .arg(d.join("flickr/images"))
-        .arg("test")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_reference(
+        "retrieval_reference.py",
+        &[
+            d.join("models/tiny"),
+            d.join("flickr/dataset.json"),
+            d.join("flickr/images"),
+            "test".into(),
+        ],
     );
-    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let theirs: serde_json::Value = serde_json::from_str(&out).unwrap();
 
     // The intrinsic dimension reads the train split: its 16 images and 32 distinct captions.
     let id_csv = std::fs::read_to_string(d.join("results/retrieval/retrieval_id.csv")).unwrap();

@@ -2,10 +2,10 @@
 //! (intrinsic dimension, SLS's depth criterion). The whole set moves through the tower one layer
 //! at a time (chunked forwards), so memory holds one layer's hidden states, not all of them.
 
-use crate::model::clip::{EncoderLayer, TextTower};
+use crate::model::clip::TextTower;
 use crate::model::{Clip, TokenBatch};
 use crate::prune::Tower;
-use crate::prune::sequential::map_chunks;
+use crate::prune::sequential::{forward, layers, pixel_inputs, token_inputs};
 use tch::{Kind, Tensor};
 
 /// How a layer's hidden states `[n, T, D]` become one vector per sample.
@@ -45,37 +45,23 @@ pub fn per_layer<E>(
     mut visit: impl FnMut(usize, Tensor) -> Result<(), E>,
 ) -> Result<(), E> {
     let _g = tch::no_grad_guard();
-    let (tower, mut x, mask, tokens) = match inputs {
-        Inputs::Pixels(px) => {
-            let x = map_chunks(px, None, |p, _| model.vision.embed(p));
-            (Tower::Vision, x, None, None)
-        }
-        Inputs::Tokens(t) => (
-            Tower::Text,
-            model.text.embed(&t.ids),
-            Some(TextTower::attention_mask(t)),
-            Some(t),
-        ),
+    let (tower, mut inputs, tokens) = match inputs {
+        Inputs::Pixels(px) => (Tower::Vision, pixel_inputs(model, px), None),
+        Inputs::Tokens(t) => (Tower::Text, token_inputs(model, t), Some(t)),
     };
-    let layers: &[EncoderLayer] = match tower {
-        Tower::Vision => &model.vision.layers,
-        Tower::Text => &model.text.layers,
-    };
-    for (l, layer) in layers.iter().enumerate() {
-        x = map_chunks(&x, mask.as_ref(), |h, m| layer.forward(h, m));
-        visit(l + 1, pool(&x, tokens, pooling))?;
+    for (l, layer) in layers(model, tower).iter().enumerate() {
+        inputs.x = forward(layer, &inputs);
+        visit(l + 1, pool(&inputs.x, tokens, pooling))?;
     }
     Ok(())
 }
 
 fn pool(h: &Tensor, tokens: Option<&TokenBatch>, pooling: Pooling) -> Tensor {
-    let (n, _, d) = h.size3().expect("hidden states are [n, T, D]");
+    let n = h.size()[0];
     let valid = tokens.map(|t| t.mask.to_kind(Kind::Float).unsqueeze(-1));
     match (pooling, tokens) {
         (Pooling::Token, None) => h.select(1, 0),
-        (Pooling::Token, Some(t)) => h
-            .gather(1, &t.eos.view([n, 1, 1]).expand([n, 1, d], false), false)
-            .squeeze_dim(1),
+        (Pooling::Token, Some(t)) => TextTower::eos_rows(h, t),
         (Pooling::Mean, _) => match valid {
             None => h.mean_dim(1, false, Kind::Float),
             Some(v) => {

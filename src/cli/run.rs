@@ -64,7 +64,7 @@ pub fn run(results: &Path, manifest: &Path, retries: u32, verify: bool) -> Resul
         println!("  failed: {label}\n    {error}\n    log: {}", log.display());
     }
     match tables {
-        Ok((csv, parquet)) => println!("tables: {} and {}", csv.display(), parquet.display()),
+        Ok((_, (csv, parquet))) => println!("tables: {} and {}", csv.display(), parquet.display()),
         Err(e) => eprintln!("error: {e}"),
     }
     println!("run log: {}", run_dir.display());

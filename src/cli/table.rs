@@ -3,17 +3,16 @@
 use super::{CliError, Loaded, Pivot, exit, io_context, load};
 use crate::tables::pivot::{PivotFormat, render};
 use crate::tables::{
-    collect, collect_id, id_dataframe, to_dataframe, write::tables_dir, write_tables,
+    Row, collect, collect_id, id_dataframe, to_dataframe, write::tables_dir, write_tables,
 };
 use crate::util::fsx;
 use std::path::{Path, PathBuf};
 
 pub fn run(results: &Path, manifest: &Path, pivot: Option<Pivot>) -> Result<i32, CliError> {
     let l = load(results, manifest)?;
-    let (csv, parquet) = write(&l, results)?;
+    let (rows, (csv, parquet)) = write(&l, results)?;
     println!("wrote {} and {}", csv.display(), parquet.display());
     if let Some(p) = pivot {
-        let rows = collect(&l.exp, &l.plan, &l.cache);
         let (format, ext) = match p {
             Pivot::Md => (PivotFormat::Markdown, "md"),
             Pivot::Tex => (PivotFormat::Latex, "tex"),
@@ -28,8 +27,8 @@ pub fn run(results: &Path, manifest: &Path, pivot: Option<Pivot>) -> Result<i32,
     Ok(exit::OK)
 }
 
-/// Collects the rows and writes the CSV and Parquet tables.
-pub fn write(l: &Loaded, results: &Path) -> Result<(PathBuf, PathBuf), CliError> {
+/// Collects the rows and writes the CSV and Parquet tables; returns the rows and the paths.
+pub fn write(l: &Loaded, results: &Path) -> Result<(Vec<Row>, (PathBuf, PathBuf)), CliError> {
     let rows = collect(&l.exp, &l.plan, &l.cache);
     let dir = tables_dir(results, &l.exp.name);
     let mut df = to_dataframe(&rows).map_err(|e| CliError::Io {
@@ -42,7 +41,7 @@ pub fn write(l: &Loaded, results: &Path) -> Result<(PathBuf, PathBuf), CliError>
     )))?;
     if l.exp.stages.intrinsic_dimension {
         let mut id =
-            id_dataframe(&collect_id(&l.exp, &l.plan, &l.cache)).map_err(|e| CliError::Io {
+            id_dataframe(&collect_id(&l.plan, &l.cache, &rows)).map_err(|e| CliError::Io {
                 context: "cannot build the intrinsic-dimension table".into(),
                 source: std::io::Error::other(e),
             })?;
@@ -51,5 +50,5 @@ pub fn write(l: &Loaded, results: &Path) -> Result<(PathBuf, PathBuf), CliError>
             dir.display()
         )))?;
     }
-    Ok(written)
+    Ok((rows, written))
 }

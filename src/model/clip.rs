@@ -310,11 +310,14 @@ impl TextTower {
 
     /// Final LayerNorm at each sequence's first EOS (spec §5.4).
     pub fn pool(&self, h: &Tensor, tokens: &TokenBatch) -> Tensor {
-        let d = self.config.hidden_size;
-        let b = tokens.eos.size()[0];
+        self.final_layer_norm.forward(&Self::eos_rows(h, tokens))
+    }
+
+    /// The hidden state at each sequence's first EOS, `[B, D]`.
+    pub fn eos_rows(h: &Tensor, tokens: &TokenBatch) -> Tensor {
+        let (b, _, d) = h.size3().expect("hidden states are [B, L, D]");
         let idx = tokens.eos.view([b, 1, 1]).expand([b, 1, d], false);
-        self.final_layer_norm
-            .forward(&h.gather(1, &idx, false).squeeze_dim(1))
+        h.gather(1, &idx, false).squeeze_dim(1)
     }
 
     pub fn forward(&self, tokens: &TokenBatch) -> Tensor {

@@ -40,25 +40,27 @@ pub struct TowerInputs {
 
 /// Layer-0 inputs of `tower` (spec §3.5).
 pub fn tower_inputs(model: &Clip, tower: Tower, calib: &Calibration) -> TowerInputs {
-    let _g = tch::no_grad_guard();
     match tower {
-        Tower::Vision => {
-            let parts: Vec<Tensor> = (0..calib.len())
-                .step_by(CHUNK as usize)
-                .map(|s| {
-                    let b = CHUNK.min(calib.len() - s);
-                    model.vision.embed(&calib.pixels.narrow(0, s, b))
-                })
-                .collect();
-            TowerInputs {
-                x: Tensor::cat(&parts, 0),
-                mask: None,
-            }
-        }
-        Tower::Text => TowerInputs {
-            x: model.text.embed(&calib.tokens.ids),
-            mask: Some(TextTower::attention_mask(&calib.tokens)),
-        },
+        Tower::Vision => pixel_inputs(model, &calib.pixels),
+        Tower::Text => token_inputs(model, &calib.tokens),
+    }
+}
+
+/// Vision layer-0 inputs of normalised pixels, embedded in chunks.
+pub fn pixel_inputs(model: &Clip, pixels: &Tensor) -> TowerInputs {
+    let _g = tch::no_grad_guard();
+    TowerInputs {
+        x: map_chunks(pixels, None, |p, _| model.vision.embed(p)),
+        mask: None,
+    }
+}
+
+/// Text layer-0 inputs and attention visibility of a token batch.
+pub fn token_inputs(model: &Clip, tokens: &TokenBatch) -> TowerInputs {
+    let _g = tch::no_grad_guard();
+    TowerInputs {
+        x: model.text.embed(&tokens.ids),
+        mask: Some(TextTower::attention_mask(tokens)),
     }
 }
 

@@ -134,8 +134,9 @@ pub fn prune_tower(
             i,
             calib.len(),
         )?);
-        inputs.x = sequential::forward(layer, &inputs);
         if let (Some(target), Some(next)) = (&next_target, layers.get(i + 1)) {
+            // Only a next layer reads the pruned outputs (none after the last).
+            inputs.x = sequential::forward(layer, &inputs);
             let (epochs, last_loss) = distil(next, &inputs, target, &settings);
             outcome.epochs.push(EpochRecord {
                 tower,

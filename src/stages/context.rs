@@ -6,7 +6,7 @@ use super::StageError;
 use crate::cache::Cache;
 use crate::data::retrieval::RetrievalSet;
 use crate::data::synthetic::Synthetic;
-use crate::data::{ImageSet, Preprocessor, Prompts, SourceSpec};
+use crate::data::{ImageSet, Preprocessor, Prompts, SourceSpec, loader};
 use crate::model::{Clip, ClipTokenizer};
 use crate::plan::{JobSpec, StageKind};
 use serde_json::Value as Json;
@@ -61,6 +61,31 @@ pub fn pixels(px: &[f32], n: usize, pre: &Preprocessor, device: Device, kind: tc
         .view([n as i64, 3, pre.crop.0 as i64, pre.crop.1 as i64])
         .to_device(device)
         .to_kind(kind)
+}
+
+/// `f(pixels, labels)` over every image of `set` in order, `batch` at a time, the next batch
+/// decoding while the current one runs.
+pub fn labelled_batches(
+    set: &ImageSet,
+    pre: &Preprocessor,
+    device: Device,
+    kind: tch::Kind,
+    batch: usize,
+    mut f: impl FnMut(&Tensor, &Tensor) -> Result<(), StageError>,
+) -> Result<(), StageError> {
+    let indices: Vec<usize> = (0..set.len()).collect();
+    loader::pipeline(
+        &loader::chunks(&indices, batch),
+        |chunk| {
+            pre.batch(chunk, |i| set.image(i))
+                .map(|px| (chunk.to_vec(), px))
+        },
+        |(chunk, px): (Vec<usize>, Vec<f32>)| -> Result<(), StageError> {
+            let pixels = self::pixels(&px, chunk.len(), pre, device, kind);
+            let labels: Vec<i64> = chunk.iter().map(|&i| set.label(i)).collect();
+            f(&pixels, &Tensor::from_slice(&labels).to_device(device))
+        },
+    )
 }
 
 /// The base model directory (tokenizer and preprocessing live there).

@@ -52,30 +52,19 @@ pub fn run(
     let clock = Instant::now();
     let head = zeroshot::head(&model, &tokenizer, &prompts)?;
     let head_seconds = clock.elapsed().as_secs_f64();
-    let indices: Vec<usize> = (0..set.len()).collect();
     let mut top1 = Vec::with_capacity(set.len());
     let mut top5 = Vec::with_capacity(set.len());
     let clock = Instant::now();
-    loader::pipeline(
-        &loader::chunks(&indices, batch),
-        |chunk| {
-            pre.batch(chunk, |i| set.image(i))
-                .map(|px| (chunk.to_vec(), px))
-        },
-        |(chunk, px): (Vec<usize>, Vec<f32>)| -> Result<(), StageError> {
-            let pixels = context::pixels(&px, chunk.len(), &pre, device, kind);
-            let logits = zeroshot::logits(&model.image_features(&pixels), &head);
-            let labels: Vec<i64> = chunk.iter().map(|&i| set.label(i)).collect();
-            let labels = Tensor::from_slice(&labels).to_device(device);
-            top1.extend(Vec::<bool>::try_from(
-                &metrics::topk_hits(&logits, &labels, 1).to_device(Device::Cpu),
-            )?);
-            top5.extend(Vec::<bool>::try_from(
-                &metrics::topk_hits(&logits, &labels, 5).to_device(Device::Cpu),
-            )?);
-            Ok(())
-        },
-    )?;
+    context::labelled_batches(&set, &pre, device, kind, batch, |pixels, labels| {
+        let logits = zeroshot::logits(&model.image_features(pixels), &head);
+        top1.extend(Vec::<bool>::try_from(
+            &metrics::topk_hits(&logits, labels, 1).to_device(Device::Cpu),
+        )?);
+        top5.extend(Vec::<bool>::try_from(
+            &metrics::topk_hits(&logits, labels, 5).to_device(Device::Cpu),
+        )?);
+        Ok(())
+    })?;
     let seconds = clock.elapsed().as_secs_f64();
     let classes = prompts.classnames.len();
     let mut per_class = vec![(0usize, 0usize); classes];

@@ -7,13 +7,14 @@ use super::context::{self, calibration_dir};
 use super::{StageError, StageOutput, calibrate};
 use crate::analysis::tsne;
 use crate::cache::{Cache, EntryBuilder};
+use crate::model::Clip;
 use crate::plan::JobSpec;
 use crate::prune::{
     self, Calibration, Method, Outcome, Pattern, Tower, artifact, depth, slide, sparsegpt,
 };
 use serde_json::{Value as Json, json};
 use std::collections::BTreeMap;
-use tch::Kind;
+use tch::{Kind, Tensor};
 
 /// `"0.5"` or `"2:4"`.
 pub fn parse_pattern(s: &str) -> Option<Pattern> {
@@ -74,15 +75,10 @@ pub fn run(
         .ok_or_else(|| StageError::Failed(format!("bad sparsity `{sparsity}`")))?;
     let (method, towers) = method(job)?;
     let model = context::load_model(job, cache, device)?;
-    let calib = match calibration_dir(job, cache) {
-        Some(dir) => {
-            let (pairs, pixels) = calibrate::read(&dir)?;
-            let pre = context::preprocessor(job, &model)?;
-            let n = pairs.indices.len();
-            let bytes = Vec::<u8>::try_from(pixels.flatten(0, -1))?;
-            let px = context::pixels(&pre.normalize(&bytes), n, &pre, device, Kind::Float);
+    let calib = match calibration(job, cache, &model)? {
+        Some((pairs, pixels)) => {
             let tokens = context::tokenizer(job)?.encode(&pairs.captions, device)?;
-            Some(Calibration { pixels: px, tokens })
+            Some(Calibration { pixels, tokens })
         }
         None => None,
     };
@@ -93,6 +89,24 @@ pub fn run(
         metrics: metrics(&outcome, pattern, method),
         transient: vec![],
     })
+}
+
+/// The upstream calibration, if any: its pairs and their normalised pixels on the model's device.
+fn calibration(
+    job: &JobSpec,
+    cache: &Cache,
+    model: &Clip,
+) -> Result<Option<(calibrate::Pairs, Tensor)>, StageError> {
+    let Some(dir) = calibration_dir(job, cache) else {
+        return Ok(None);
+    };
+    let (pairs, pixels) = calibrate::read(&dir)?;
+    let pre = context::preprocessor(job, model)?;
+    let bytes = Vec::<u8>::try_from(pixels.flatten(0, -1))?;
+    let n = pairs.indices.len();
+    let device = model.vs.device();
+    let px = context::pixels(&pre.normalize(&bytes), n, &pre, device, Kind::Float);
+    Ok(Some((pairs, px)))
 }
 
 /// SLS: the depth from the calibration images and their labels; the artifact is the depth.
@@ -112,13 +126,9 @@ fn sls(
         tsne: tsne::Settings::default(),
     };
     let model = context::load_model(job, cache, device)?;
-    let dir = calibration_dir(job, cache)
+    let (pairs, px) = calibration(job, cache, &model)?
         .ok_or_else(|| StageError::Failed("the sls method needs a calibration upstream".into()))?;
-    let (pairs, pixels) = calibrate::read(&dir)?;
-    let pre = context::preprocessor(job, &model)?;
-    let bytes = Vec::<u8>::try_from(pixels.flatten(0, -1))?;
     let n = pairs.indices.len();
-    let px = context::pixels(&pre.normalize(&bytes), n, &pre, device, Kind::Float);
     let clock = std::time::Instant::now();
     let selection = depth::select(&model, &px, &pairs.labels, settings).map_err(|e| {
         StageError::Failed(format!(

@@ -13,10 +13,11 @@
 use super::calibrate::draw;
 use super::context::{self, Dataset};
 use super::{StageError, StageOutput};
+use crate::analysis::metrics;
 use crate::cache::{Cache, EntryBuilder};
-use crate::data::loader;
 use crate::model::{Clip, weights, zeroshot};
 use crate::plan::JobSpec;
+use crate::prune::{Tower, sequential};
 use crate::train::AdamW;
 use crate::train::convpass::{self, Adapters, Classifier};
 use rand::SeedableRng;
@@ -92,9 +93,13 @@ pub fn run(
     }
     let tensors: Vec<Tensor> = params.iter().map(|(_, t)| t.shallow_clone()).collect();
     // Pruned weights among the trained tensors: their zeros are masks to keep.
+    let linears: std::collections::HashSet<String> = encoder_linears(&model)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     let zero_masks: Vec<Option<Tensor>> = params
         .iter()
-        .map(|(name, t)| is_encoder_linear(name).then(|| t.eq(0.0)))
+        .map(|(name, t)| linears.contains(name).then(|| t.eq(0.0)))
         .collect();
     let zeros_before = count_encoder_zeros(&model);
 
@@ -105,26 +110,18 @@ pub fn run(
             None => zeroshot::logits(&f, &head),
         }
     };
-    let evaluate = |forward: &dyn Fn(&Tensor, bool) -> Tensor| -> Result<f64, StageError> {
+    let evaluate = || -> Result<f64, StageError> {
         let _g = tch::no_grad_guard();
-        let indices: Vec<usize> = (0..eval_set.len()).collect();
         let mut hits = 0i64;
-        loader::pipeline(
-            &loader::chunks(&indices, 256),
-            |chunk| {
-                pre.batch(chunk, |i| eval_set.image(i))
-                    .map(|px| (chunk.to_vec(), px))
-            },
-            |(chunk, px): (Vec<usize>, Vec<f32>)| -> Result<(), StageError> {
-                let pixels = context::pixels(&px, chunk.len(), &pre, device, Kind::Float);
-                let labels: Vec<i64> = chunk.iter().map(|&i| eval_set.label(i)).collect();
-                let labels = Tensor::from_slice(&labels).to_device(device);
-                let logits = forward(&pixels, false);
-                hits += logits
-                    .argmax(1, false)
-                    .eq_tensor(&labels)
-                    .sum(Kind::Int64)
-                    .int64_value(&[]);
+        context::labelled_batches(
+            &eval_set,
+            &pre,
+            device,
+            Kind::Float,
+            256,
+            |pixels, labels| {
+                let correct = metrics::topk_hits(&forward(pixels, false), labels, 1);
+                hits += correct.sum(Kind::Int64).int64_value(&[]);
                 Ok(())
             },
         )?;
@@ -132,7 +129,7 @@ pub fn run(
     };
 
     let clock = Instant::now();
-    let initial = evaluate(&forward)?;
+    let initial = evaluate()?;
     // The training images, decoded once (8-bit, exact), normalised per batch.
     let train_indices = draw(train_set.len(), train_size.min(train_set.len()), seed);
     let images = pre.batch_u8(&train_indices, |i| train_set.image(i))?;
@@ -199,7 +196,7 @@ pub fn run(
         }
         let mut record = json!({ "epoch": epoch, "train_loss": loss_sum / per_epoch as f64 });
         if epoch % eval_every == 0 || epoch == epochs {
-            last = evaluate(&forward)?;
+            last = evaluate()?;
             record["top1"] = json!(last);
             if last > best {
                 (best, best_epoch) = (last, epoch);
@@ -251,20 +248,26 @@ fn model_params(model: &Clip, trainable: &str) -> Vec<(String, Tensor)> {
     vars.into_iter().filter(|(name, _)| keep(name)).collect()
 }
 
-/// The six Linear weights of an encoder layer (what pruning zeroes).
-fn is_encoder_linear(name: &str) -> bool {
-    name.contains("encoder.layers.")
-        && name.ends_with(".weight")
-        && (name.contains("_proj.") || name.contains(".fc1.") || name.contains(".fc2."))
+/// The names of the encoder Linear weights of both towers (what pruning zeroes).
+fn encoder_linears(model: &Clip) -> Vec<(String, Tensor)> {
+    let mut out = Vec::new();
+    for tower in [Tower::Vision, Tower::Text] {
+        for (i, layer) in sequential::layers(model, tower).iter().enumerate() {
+            for (name, linear) in layer.linears() {
+                out.push((
+                    sequential::weight_name(tower, i, name),
+                    linear.ws.shallow_clone(),
+                ));
+            }
+        }
+    }
+    out
 }
 
 fn count_encoder_zeros(model: &Clip) -> i64 {
-    model
-        .vs
-        .variables()
+    encoder_linears(model)
         .iter()
-        .filter(|(name, _)| is_encoder_linear(name))
-        .map(|(_, t)| t.eq(0.0).sum(Kind::Int64).int64_value(&[]))
+        .map(|(_, w)| w.eq(0.0).sum(Kind::Int64).int64_value(&[]))
         .sum()
 }
 

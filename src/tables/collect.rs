@@ -89,15 +89,15 @@ pub struct IdRow {
 
 /// The long table: one row per grid point × tower × layer (dense baselines first); points
 /// without a finished measurement keep one row with their status.
-pub fn collect_id(exp: &Experiment, plan: &Plan, cache: &Cache) -> Vec<IdRow> {
-    let rows = collect(exp, plan, cache);
+/// `rows` are [`collect`]'s, in its order.
+pub fn collect_id(plan: &Plan, cache: &Cache, rows: &[Row]) -> Vec<IdRow> {
     let nodes = plan
         .dense
         .iter()
         .map(|d| &d.nodes)
         .chain(plan.points.iter());
     let mut out = Vec::new();
-    for (row, nodes) in rows.into_iter().zip(nodes) {
+    for (row, nodes) in rows.iter().zip(nodes) {
         let Some(id) = nodes.intrinsic_dimension else {
             continue;
         };
@@ -110,7 +110,7 @@ pub fn collect_id(exp: &Experiment, plan: &Plan, cache: &Cache) -> Vec<IdRow> {
             .and_then(|r| r.metrics["towers"].as_array().cloned())
             .unwrap_or_default();
         if towers.is_empty() {
-            let mut point = row;
+            let mut point = row.clone();
             if point.status == RowStatus::Done {
                 point.status = match cache.failure(&plan.nodes[id].key) {
                     Some(_) => RowStatus::Failed,

@@ -21,6 +21,34 @@ pub fn reference_script(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Runs reference script `name` with `args`; its stdout, the test failing with its stderr.
+pub fn run_reference<S: AsRef<std::ffi::OsStr>>(name: &str, args: &[S]) -> String {
+    let out = Command::new(python())
+        .arg(reference_script(name))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs the binary in `dir`; its stdout and stderr, the test failing unless it succeeds.
+pub fn run_in(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?}: {log}");
+    log
+}
+
 /// A temporary directory holding manifests and a results directory.
 pub struct Project {
     pub dir: tempfile::TempDir,
