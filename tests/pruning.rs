@@ -162,9 +162,8 @@ fn wanda_statistic_and_masks_equal_the_reference() {
 fn sparsegpt_f64(
     w: &[f64],
     h: &[f64],
-    r: usize,
-    c: usize,
-    s: f64,
+    (r, c): (usize, usize),
+    pattern: Pattern,
     b: usize,
     damp: f64,
 ) -> (Vec<f64>, Vec<bool>) {
@@ -233,13 +232,31 @@ fn sparsegpt_f64(
         }
         let mut sorted = sal.clone();
         sorted.sort_by(f64::total_cmp);
-        let theta = sorted[((r * width) as f64 * s) as usize];
+        let mut pruned_in_block = vec![false; r * width];
+        if let Pattern::Unstructured(s) = pattern {
+            let theta = sorted[((r * width) as f64 * s) as usize];
+            for (p, v) in pruned_in_block.iter_mut().zip(&sal) {
+                *p = *v <= theta;
+            }
+        }
         let mut err = vec![0f64; r * width];
         for jj in 0..width {
             let j = i1 + jj;
             let d = u(j, j);
             for i in 0..r {
-                let pruned = sal[i * width + jj] <= theta;
+                if let Pattern::NM { n, m } = pattern
+                    && jj % m as usize == 0
+                {
+                    // The n lowest saliencies of the current weights in the group, ties to
+                    // the lower column.
+                    let mut group: Vec<usize> = (jj..jj + m as usize).collect();
+                    let sal = |k: usize| w[i * c + i1 + k].powi(2) / u(i1 + k, i1 + k).powi(2);
+                    group.sort_by(|&x, &y| sal(x).total_cmp(&sal(y)));
+                    for &k in &group[..n as usize] {
+                        pruned_in_block[i * width + k] = true;
+                    }
+                }
+                let pruned = pruned_in_block[i * width + jj];
                 let v = w[i * c + j];
                 let q = if pruned { 0.0 } else { v };
                 mask[i * c + j] = pruned;
@@ -321,13 +338,21 @@ fn sparsegpt_matches_a_float64_implementation() {
     let _ = h.narrow(1, 7, 1).zero_();
     let hv: Vec<f64> = to_vec(&h).iter().map(|&v| v as f64).collect();
     let wv: Vec<f64> = to_vec(&w).iter().map(|&v| v as f64).collect();
-    for (s, b) in [(0.5, 64usize), (0.8, 48), (0.6, 160)] {
+    let nm = |n, m| Pattern::NM { n, m };
+    for (p, b) in [
+        (Pattern::Unstructured(0.5), 64usize),
+        (Pattern::Unstructured(0.8), 48),
+        (Pattern::Unstructured(0.6), 160),
+        (nm(2, 4), 64),
+        (nm(4, 8), 250),
+    ] {
         let settings = sparsegpt::Settings {
             blocksize: b as i64,
             percdamp: 0.01,
         };
-        let (ours, m) = sparsegpt::prune(&w, &h, Pattern::Unstructured(s), settings).unwrap();
-        let (theirs, mref) = sparsegpt_f64(&wv, &hv, r, c, s, b, 0.01);
+        let (ours, m) = sparsegpt::prune(&w, &h, p, settings).unwrap();
+        let b = sparsegpt::effective_blocksize(b as i64, p) as usize;
+        let (theirs, mref) = sparsegpt_f64(&wv, &hv, (r, c), p, b, 0.01);
         let o = to_vec(&ours);
         let num: f64 = o
             .iter()
@@ -337,15 +362,17 @@ fn sparsegpt_matches_a_float64_implementation() {
         let den: f64 = theirs.iter().map(|b| b * b).sum();
         assert!(
             (num / den).sqrt() < 1e-4,
-            "s={s} B={b}: rel {}",
+            "{p:?} B={b}: rel {}",
             (num / den).sqrt()
         );
-        assert_eq!(bools(&m), mref, "s={s} B={b}");
+        assert_eq!(bools(&m), mref, "{p:?} B={b}");
         // Per block: int(R·w·s) + 1 pruned entries.
-        for i1 in (0..c).step_by(b) {
-            let width = b.min(c - i1);
-            let got = count(&m.narrow(1, i1 as i64, width as i64));
-            assert_eq!(got, ((r * width) as f64 * s) as i64 + 1);
+        if let Pattern::Unstructured(s) = p {
+            for i1 in (0..c).step_by(b) {
+                let width = b.min(c - i1);
+                let got = count(&m.narrow(1, i1 as i64, width as i64));
+                assert_eq!(got, ((r * width) as f64 * s) as i64 + 1);
+            }
         }
         // The dead column is zero; pruned entries are exactly zero.
         assert_eq!(count(&ours.narrow(1, 7, 1).ne(0.0)), 0);

@@ -29,7 +29,10 @@ where
                 }
             }
         });
-        for item in rx.iter() {
+        // `rx` is moved in so that leaving early (an error or a panic of `consume`) drops it
+        // before the scope joins the producer: a producer blocked on a full channel then sees
+        // it closed instead of waiting forever.
+        for item in rx {
             consume(item?)?;
         }
         Ok(())
@@ -39,4 +42,41 @@ where
 /// `0..n` in chunks of `size`.
 pub fn chunks(indices: &[usize], size: usize) -> Vec<Vec<usize>> {
     indices.chunks(size.max(1)).map(<[usize]>::to_vec).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn many() -> Vec<Vec<usize>> {
+        chunks(&(0..100).collect::<Vec<_>>(), 1)
+    }
+
+    #[test]
+    fn a_failing_consumer_stops_the_producer() {
+        let made = std::sync::atomic::AtomicUsize::new(0);
+        let result: Result<(), DataError> = pipeline(
+            &many(),
+            |c| {
+                made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(c[0])
+            },
+            |_| {
+                Err(DataError::Invalid {
+                    path: "batches".into(),
+                    reason: "stop".into(),
+                })
+            },
+        );
+        assert!(result.is_err());
+        assert!(made.into_inner() < 100);
+    }
+
+    #[test]
+    fn a_panicking_consumer_panics_instead_of_hanging() {
+        let outcome = std::panic::catch_unwind(|| {
+            pipeline::<_, DataError, _, _>(&many(), |c| Ok(c[0]), |_| panic!("consumer bug"))
+        });
+        assert!(outcome.is_err());
+    }
 }

@@ -25,6 +25,7 @@ pub fn spawn(
         .env("OMP_NUM_THREADS", threads.to_string())
         .env("RAYON_NUM_THREADS", threads.to_string())
         .env("RUST_BACKTRACE", "1")
+        .envs(crate::util::runtime::openmp_env())
         .process_group(0);
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {

@@ -14,10 +14,16 @@ use std::path::Path;
 use tch::nn::{self, Init, Module};
 use tch::{Device, Kind, Tensor};
 
+/// `x · σ(1.702 x)`. The sigmoid runs in place on its temporary (the activation is a layer's
+/// widest tensor); autograd saves only its output, which nothing changes afterwards.
+pub fn quick_gelu(x: &Tensor) -> Tensor {
+    x * (x * 1.702).sigmoid_()
+}
+
 /// Quick-GELU or exact GELU, per the tower's `hidden_act`.
 fn activate(x: &Tensor, act: Activation) -> Tensor {
     match act {
-        Activation::QuickGelu => x * (x * 1.702).sigmoid(),
+        Activation::QuickGelu => quick_gelu(x),
         Activation::Gelu => x.gelu("none"),
     }
 }

@@ -80,14 +80,9 @@ fn lowest_by_sort(scores: &Tensor, k: i64) -> Tensor {
 fn lowest_by_selection(scores: &Tensor, k: i64) -> Tensor {
     let shape = scores.size();
     let len = *shape.last().expect("scores have a last dimension") as usize;
-    // `+ 0.0` maps -0.0 to 0.0 so the order below ties them, as the sort does.
-    let values: Vec<u32> =
-        Vec::<f32>::try_from((scores.to_kind(Kind::Float) + 0.0).contiguous().view([-1]))
-            .expect("float scores convert to a vector")
-            .into_iter()
-            .map(order_key)
-            .collect();
-    let mut mask = vec![0u8; values.len()];
+    let values = Vec::<f32>::try_from(scores.to_kind(Kind::Float).contiguous().view([-1]))
+        .expect("float scores convert to a vector");
+    let mut mask = vec![false; values.len()];
     let k = k.clamp(0, len as i64) as usize;
     if k > 0 && len > 0 {
         // Tasks of whole rows, large enough that n:m's 4-wide groups do not drown in overhead.
@@ -95,37 +90,37 @@ fn lowest_by_selection(scores: &Tensor, k: i64) -> Tensor {
         mask.par_chunks_mut(len * rows_per_task)
             .zip(values.par_chunks(len * rows_per_task))
             .for_each(|(mask, values)| {
-                let mut scratch = Vec::with_capacity(len);
+                let (mut keys, mut scratch) = (Vec::with_capacity(len), Vec::with_capacity(len));
                 for (mask, row) in mask.chunks_mut(len).zip(values.chunks(len)) {
-                    mark_lowest(row, k, mask, &mut scratch);
+                    keys.clear();
+                    keys.extend(row.iter().map(|&v| order_key(v)));
+                    mark_lowest(&keys, k, mask, &mut scratch);
                 }
             });
     }
-    Tensor::from_slice(&mask)
-        .view(shape.as_slice())
-        .to_kind(Kind::Bool)
+    Tensor::from_slice(&mask).view(shape.as_slice())
 }
 
 /// An integer with the order of `f32::total_cmp` (sign-magnitude bits mapped to an unsigned
-/// order), so the selection compares integers.
+/// order), so the selection compares integers. `-0.0` maps to the key of `0.0`: the sort ties
+/// them.
 fn order_key(v: f32) -> u32 {
-    let b = v.to_bits();
+    let b = (v + 0.0).to_bits();
     if b >> 31 == 1 { !b } else { b | 0x8000_0000 }
 }
 
-/// Marks the `k` lowest values of `row` (ties to the lower index) with 1 in `mask`.
-fn mark_lowest(row: &[u32], k: usize, mask: &mut [u8], scratch: &mut Vec<u32>) {
+/// Marks the `k` lowest values of `row` (ties to the lower index) in `mask`.
+fn mark_lowest(row: &[u32], k: usize, mask: &mut [bool], scratch: &mut Vec<u32>) {
     scratch.clear();
     scratch.extend_from_slice(row);
-    let (_, kth, _) = scratch.select_nth_unstable(k - 1);
-    let kth = *kth;
+    let kth = *scratch.select_nth_unstable(k - 1).1;
     let below = row.iter().filter(|&&v| v < kth).count();
     let mut ties = k - below;
     for (m, v) in mask.iter_mut().zip(row) {
         match v.cmp(&kth) {
-            Ordering::Less => *m = 1,
+            Ordering::Less => *m = true,
             Ordering::Equal if ties > 0 => {
-                *m = 1;
+                *m = true;
                 ties -= 1;
             }
             _ => {}

@@ -11,16 +11,12 @@
 //! Invariant: the model's own tensors are only read here; what trains is chosen by the caller.
 
 use crate::model::Clip;
+use crate::model::clip::quick_gelu;
 use tch::nn::{self, Init, Module};
 use tch::{Kind, Tensor};
 
 /// Adapter width (the reference's `dim`).
 pub const CHANNELS: i64 = 8;
-
-/// `z · σ(1.702 z)`.
-fn quick_gelu(z: &Tensor) -> Tensor {
-    z * (z * 1.702).sigmoid()
-}
 
 pub struct Convpass {
     down: nn::Linear,

@@ -5,3 +5,4 @@
 pub mod fsx;
 pub mod hash;
 pub mod hf;
+pub mod runtime;
