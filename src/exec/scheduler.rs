@@ -425,24 +425,40 @@ fn attempt_all(
     fail(error, opts.retries + 1)
 }
 
-/// One line on why a stage process failed: its last error line, or the signal that killed it.
+/// One line on why a stage process failed: its last error line, its panic, or the signal that
+/// killed it.
 fn describe_exit(status: std::process::ExitStatus, log: &Path) -> String {
     use std::os::unix::process::ExitStatusExt;
-    let last = std::fs::read_to_string(log).ok().and_then(|t| {
-        t.lines()
-            .rev()
-            .find(|l| l.starts_with("error"))
-            .or_else(|| t.lines().rev().find(|l| !l.trim().is_empty()))
-            .map(str::to_string)
-    });
-    match (status.signal(), last) {
-        (Some(sig), _) => format!(
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let last_error = text.lines().rev().find(|l| l.starts_with("error"));
+    let last_line = || text.lines().rev().find(|l| !l.trim().is_empty());
+    match status.signal() {
+        Some(sig) => format!(
             "stage process killed by signal {sig} ({})",
             signal_name(sig)
         ),
-        (None, Some(line)) => line.trim_start_matches("error: ").to_string(),
-        (None, None) => format!("stage process exited with {status}"),
+        None => match (last_error, panic_message(&text), last_line()) {
+            (Some(line), _, _) => line.trim_start_matches("error: ").to_string(),
+            (None, Some(panic), _) => panic,
+            (None, None, Some(line)) => line.to_string(),
+            (None, None, None) => format!("stage process exited with {status}"),
+        },
     }
+}
+
+/// A stage log's panic (`thread '…' panicked at FILE:LINE:COL:`, then the message) in one
+/// line. The message is cut at its first (escaped) newline and at 300 characters: libtorch's
+/// errors carry their C++ backtrace inline.
+fn panic_message(log: &str) -> Option<String> {
+    let mut lines = log.lines();
+    let header = lines.by_ref().find(|l| l.contains("panicked at "))?;
+    let place = header.split("panicked at ").nth(1)?.trim_end_matches(':');
+    let message = lines.next().unwrap_or_default();
+    let message = message.split("\\n").next().unwrap_or_default();
+    let message: String = message.chars().take(300).collect();
+    Some(format!(
+        "internal error at {place}: {message} (a bug in orchestrate; please report it with the log)"
+    ))
 }
 
 fn signal_name(sig: i32) -> &'static str {
@@ -453,5 +469,26 @@ fn signal_name(sig: i32) -> &'static str {
         libc::SIGTERM => "terminated",
         libc::SIGBUS => "bus error",
         _ => "signal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_message;
+
+    #[test]
+    fn a_panic_is_one_line_with_its_place() {
+        let log = "stage finetune tiny/shapes (764a) on cpu\n\n\
+            thread 'main' (16244) panicked at src/wrappers/tensor.rs:300:27:\n\
+            called `Result::unwrap()` on an `Err` value: Torch(\"modified by an inplace operation\\nException raised from unpack\\nframe #0\")\n\
+            stack backtrace:\n   0: rust_begin_unwind\n\
+            note: Some details are omitted, run with `RUST_BACKTRACE=full` for a verbose backtrace.\n";
+        assert_eq!(
+            panic_message(log).unwrap(),
+            "internal error at src/wrappers/tensor.rs:300:27: called `Result::unwrap()` on an \
+             `Err` value: Torch(\"modified by an inplace operation (a bug in orchestrate; please \
+             report it with the log)"
+        );
+        assert_eq!(panic_message("error: the dataset is missing\n"), None);
     }
 }
