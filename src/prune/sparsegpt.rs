@@ -22,8 +22,8 @@ pub fn effective_blocksize(blocksize: i64, pattern: Pattern) -> i64 {
 }
 
 /// Prunes `w` (`[R, C]`) with Hessian `h` (`[C, C]`). Returns the updated weights (pruned
-/// entries exactly 0; so are dead columns, which the mask does not count) and the mask. `Err` when `H` is not positive definite
-/// even after damping.
+/// entries exactly 0; so are dead columns, which the mask does not count) and the mask. `Err`
+/// when `H` is not positive definite even after damping.
 pub fn prune(
     w: &Tensor,
     h: &Tensor,
@@ -69,15 +69,13 @@ pub fn prune(
         block.prune(pattern);
         let on_device = |v: &[f32]| Tensor::from_slice(v).view([r, width]).to_device(device);
         w.narrow(1, i1, width).copy_(&on_device(&block.w));
-        mask_all.narrow(1, i1, width).copy_(
-            &Tensor::from_slice(&block.mask)
-                .view([r, width])
-                .to_device(device),
-        );
+        let mask = Tensor::from_slice(&block.mask).view([r, width]);
+        mask_all.narrow(1, i1, width).copy_(&mask);
         if i2 < c {
-            let _ = w.narrow(1, i2, c - i2).g_sub_(
-                &on_device(&block.errors).matmul(&u.narrow(0, i1, width).narrow(1, i2, c - i2)),
-            );
+            let rest = u.narrow(0, i1, width).narrow(1, i2, c - i2);
+            let _ = w
+                .narrow(1, i2, c - i2)
+                .g_sub_(&on_device(&block.errors).matmul(&rest));
         }
         i1 = i2;
     }
@@ -112,14 +110,15 @@ impl Block {
         let width = self.width;
         let d: Vec<f32> = (0..width).map(|j| self.u[j * width + j]).collect();
         let d2: Vec<f32> = d.iter().map(|d| d * d).collect();
+        let saliency = |v: f32, j: usize| (v * v) / d2[j];
         if let Pattern::Unstructured(s) = pattern {
             // Everything scoring at most the value at sorted index int(R·w·s) of the block's
             // saliencies. They are ≥ 0, so their bit patterns order as their values do.
             let bits: Vec<u32> = (self.w.chunks(width))
                 .flat_map(|row| {
                     row.iter()
-                        .zip(&d2)
-                        .map(|(&v, &d2)| ((v * v) / d2).to_bits())
+                        .enumerate()
+                        .map(|(j, &v)| saliency(v, j).to_bits())
                 })
                 .collect();
             let k = mask::int_fraction(bits.len() as i64, s) as usize;
@@ -138,12 +137,9 @@ impl Block {
                     if let Pattern::NM { n, m } = pattern
                         && col as i64 % m == 0
                     {
-                        let group = col..col + m as usize;
-                        let mut order: Vec<usize> = group.clone().collect();
+                        let mut order: Vec<usize> = (col..col + m as usize).collect();
                         // Stable: ties go to the lower column.
-                        order.sort_by(|&a, &b| {
-                            ((w[a] * w[a]) / d2[a]).total_cmp(&((w[b] * w[b]) / d2[b]))
-                        });
+                        order.sort_by(|&a, &b| saliency(w[a], a).total_cmp(&saliency(w[b], b)));
                         for &j in &order[..n as usize] {
                             mask[j] = true;
                         }
