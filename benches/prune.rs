@@ -106,8 +106,8 @@ fn reference_wanda_mask(w: &Tensor, a: &Tensor, pattern: Pattern) -> Tensor {
     )
 }
 
-/// The reference's SparseGPT (`fasterprune`): the same arithmetic as `sparsegpt::prune`, one
-/// tensor call per step of every column (unstructured only).
+/// The reference's SparseGPT (`fasterprune`): `sparsegpt::prune`'s preparation and arithmetic,
+/// but its column loop makes one tensor call per step of every column (unstructured only).
 fn reference_sparsegpt(
     w: &Tensor,
     h: &Tensor,
@@ -118,15 +118,7 @@ fn reference_sparsegpt(
         unreachable!("the bench prunes 50 % unstructured")
     };
     let (r, c) = w.size2().unwrap();
-    let mut w = w.copy();
-    let h = h.copy();
-    let dead = h.diagonal(0, 0, 1).eq(0.0);
-    let _ = h.diagonal(0, 0, 1).masked_fill_(&dead, 1.0);
-    let _ = w.masked_fill_(&dead.view([1, c]), 0.0);
-    let damp = settings.percdamp * h.diagonal(0, 0, 1).mean(Kind::Float).double_value(&[]);
-    let _ = h.diagonal(0, 0, 1).g_add_scalar_(damp);
-    let hinv = h.linalg_cholesky(false).cholesky_inverse(false);
-    let u = hinv.linalg_cholesky(true);
+    let (w, u) = sparsegpt::prepare(w, h, settings.percdamp).unwrap();
     let mask_all = Tensor::zeros([r, c], (Kind::Bool, Device::Cpu));
     for i1 in (0..c).step_by(settings.blocksize as usize) {
         let width = settings.blocksize.min(c - i1);

@@ -21,6 +21,33 @@ pub fn effective_blocksize(blocksize: i64, pattern: Pattern) -> i64 {
     }
 }
 
+/// §6.2: `W` as fp32 with dead columns zeroed, and the upper Cholesky factor `U` of the damped
+/// `H⁻¹`. `Err` when `H` is not positive definite even after damping.
+pub fn prepare(w: &Tensor, h: &Tensor, percdamp: f64) -> Result<(Tensor, Tensor), String> {
+    let c = w.size2().expect("weight is [R, C]").1;
+    let mut w = w.to_kind(Kind::Float).copy();
+    let h = h.to_kind(Kind::Float).copy();
+    // Dead inputs (a feature that is always 0): unit diagonal, and the column is zeroed.
+    let dead = h.diagonal(0, 0, 1).eq(0.0);
+    let _ = h.diagonal(0, 0, 1).masked_fill_(&dead, 1.0);
+    let _ = w.masked_fill_(&dead.view([1, c]), 0.0);
+    let damp = percdamp * h.diagonal(0, 0, 1).mean(Kind::Float).double_value(&[]);
+    let _ = h.diagonal(0, 0, 1).g_add_scalar_(damp);
+    let (lower, info) = h.linalg_cholesky_ex(false, false);
+    if info.int64_value(&[]) != 0 {
+        return Err(format!(
+            "the Hessian is not positive definite after {percdamp} damping (Cholesky failed at column {})",
+            info.int64_value(&[])
+        ));
+    }
+    let hinv = lower.cholesky_inverse(false);
+    let (u, info) = hinv.linalg_cholesky_ex(true, false);
+    if info.int64_value(&[]) != 0 {
+        return Err("the inverse Hessian is not positive definite".into());
+    }
+    Ok((w, u))
+}
+
 /// Prunes `w` (`[R, C]`) with Hessian `h` (`[C, C]`). Returns the updated weights (pruned
 /// entries exactly 0; so are dead columns, which the mask does not count) and the mask. `Err`
 /// when `H` is not positive definite even after damping.
@@ -31,27 +58,7 @@ pub fn prune(
     settings: Settings,
 ) -> Result<(Tensor, Tensor), String> {
     let (r, c) = w.size2().expect("weight is [R, C]");
-    let mut w = w.to_kind(Kind::Float).copy();
-    let h = h.to_kind(Kind::Float).copy();
-    // Dead inputs (a feature that is always 0): unit diagonal, and the column is zeroed.
-    let dead = h.diagonal(0, 0, 1).eq(0.0);
-    let _ = h.diagonal(0, 0, 1).masked_fill_(&dead, 1.0);
-    let _ = w.masked_fill_(&dead.view([1, c]), 0.0);
-    let damp = settings.percdamp * h.diagonal(0, 0, 1).mean(Kind::Float).double_value(&[]);
-    let _ = h.diagonal(0, 0, 1).g_add_scalar_(damp);
-    let (lower, info) = h.linalg_cholesky_ex(false, false);
-    if info.int64_value(&[]) != 0 {
-        return Err(format!(
-            "the Hessian is not positive definite after {} damping (Cholesky failed at column {})",
-            settings.percdamp,
-            info.int64_value(&[])
-        ));
-    }
-    let hinv = lower.cholesky_inverse(false);
-    let (u, info) = hinv.linalg_cholesky_ex(true, false);
-    if info.int64_value(&[]) != 0 {
-        return Err("the inverse Hessian is not positive definite".into());
-    }
+    let (w, u) = prepare(w, h, settings.percdamp)?;
     let device = w.device();
     let mask_all = Tensor::zeros([r, c], (Kind::Bool, device));
     let b = effective_blocksize(settings.blocksize, pattern);

@@ -10,6 +10,7 @@ use crate::cache::{Cache, EntryBuilder};
 use crate::data::loader;
 use crate::model::zeroshot;
 use crate::plan::JobSpec;
+use crate::train::schedule;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -17,18 +18,6 @@ use serde_json::json;
 use std::time::Instant;
 use tch::nn::OptimizerConfig;
 use tch::{Kind, Tensor, nn};
-
-/// Learning rate at `step` (0-based): linear warm-up to `peak`, then cosine decay to 0
-/// (task_vectors' `cosine_lr`).
-pub fn learning_rate(step: u64, steps: u64, warmup: u64, peak: f64) -> f64 {
-    if step < warmup {
-        peak * (step + 1) as f64 / warmup as f64
-    } else {
-        let span = (steps - warmup).max(1) as f64;
-        let e = (step - warmup) as f64;
-        0.5 * (1.0 + (std::f64::consts::PI * e / span).cos()) * peak
-    }
-}
 
 pub fn run(
     job: &JobSpec,
@@ -83,7 +72,7 @@ pub fn run(
                 .map(|px| (chunk.to_vec(), px))
         },
         |(chunk, px): (Vec<usize>, Vec<f32>)| -> Result<(), StageError> {
-            opt.set_lr(learning_rate(step, steps, warmup, lr));
+            opt.set_lr(schedule::steps_warmup_cosine(step, steps, warmup, lr));
             let pixels = context::pixels(&px, chunk.len(), &pre, device, Kind::Float);
             let labels: Vec<i64> = chunk.iter().map(|&i| set.label(i)).collect();
             let labels = Tensor::from_slice(&labels).to_device(device);
@@ -128,19 +117,4 @@ pub fn run(
         }),
         transient: vec![],
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::learning_rate;
-
-    #[test]
-    fn warmup_then_cosine() {
-        assert!((learning_rate(0, 100, 10, 1.0) - 0.1).abs() < 1e-12);
-        assert!((learning_rate(9, 100, 10, 1.0) - 1.0).abs() < 1e-12);
-        assert!((learning_rate(10, 100, 10, 1.0) - 1.0).abs() < 1e-12);
-        assert!((learning_rate(55, 100, 10, 1.0) - 0.5).abs() < 1e-12);
-        assert!(learning_rate(99, 100, 10, 1.0) < 0.001);
-        assert!((learning_rate(0, 10, 0, 2.0) - 2.0).abs() < 1e-12);
-    }
 }

@@ -20,6 +20,7 @@ use crate::plan::JobSpec;
 use crate::prune::{Tower, sequential};
 use crate::train::AdamW;
 use crate::train::convpass::{self, Adapters, Classifier};
+use crate::train::schedule;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -29,19 +30,6 @@ use tch::{Device, Kind, Tensor, nn};
 
 /// Artifact with every tensor the stage trained (HF names for the model's own).
 pub const RETRAINED: &str = "retrained.safetensors";
-
-/// Learning rate at fractional epoch `e`: constant, or MAE's linear warm-up then half-cycle
-/// cosine to `min_lr` (SLS's `lr_sched.adjust_learning_rate`, per iteration).
-pub fn learning_rate(e: f64, epochs: f64, lr: f64, min_lr: f64, warmup: f64, cosine: bool) -> f64 {
-    if !cosine {
-        lr
-    } else if e < warmup {
-        lr * e / warmup
-    } else {
-        let span = (epochs - warmup).max(1e-9);
-        min_lr + (lr - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * (e - warmup) / span).cos())
-    }
-}
 
 pub fn run(
     job: &JobSpec,
@@ -153,7 +141,14 @@ pub fn run(
         let mut loss_sum = 0.0;
         for it in 0..per_epoch {
             let e = (epoch - 1) as f64 + it as f64 / per_epoch as f64;
-            opt.set_lr(learning_rate(e, epochs as f64, lr, min_lr, warmup, cosine));
+            opt.set_lr(schedule::epochs_warmup_cosine(
+                e,
+                epochs as f64,
+                lr,
+                min_lr,
+                warmup,
+                cosine,
+            ));
             let pick = &order[it * batch..(it + 1) * batch];
             let mut bytes = Vec::with_capacity(batch * per_image);
             for &j in pick {
@@ -280,20 +275,5 @@ fn convpass_settings(job: &JobSpec) -> Result<(f64, bool), StageError> {
         _ => Err(StageError::Failed(
             "Convpass needs `convpass_scale` and `convpass_xavier` in [stages.retrain]".into(),
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::learning_rate;
-
-    #[test]
-    fn constant_or_warmup_then_cosine() {
-        assert_eq!(learning_rate(3.5, 100.0, 1e-3, 1e-5, 10.0, false), 1e-3);
-        assert!((learning_rate(5.0, 100.0, 1e-3, 1e-5, 10.0, true) - 5e-4).abs() < 1e-15);
-        assert!((learning_rate(10.0, 100.0, 1e-3, 1e-5, 10.0, true) - 1e-3).abs() < 1e-15);
-        let mid = learning_rate(55.0, 100.0, 1e-3, 1e-5, 10.0, true);
-        assert!((mid - (1e-5 + (1e-3 - 1e-5) * 0.5)).abs() < 1e-15);
-        assert!((learning_rate(100.0, 100.0, 1e-3, 1e-5, 10.0, true) - 1e-5).abs() < 1e-15);
     }
 }
