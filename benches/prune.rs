@@ -8,10 +8,12 @@
 //! Each case runs in its own process (this binary re-executed with `--case`) so peak RSS is
 //! per case.
 
+use orchestrate::model::Tower;
 use orchestrate::model::clip::EncoderLayer;
+use orchestrate::model::layerwise::{self, TowerInputs};
 use orchestrate::model::{Clip, TokenBatch, create};
-use orchestrate::prune::sequential::{self, LayerRule, TowerInputs};
-use orchestrate::prune::{Calibration, Method, Pattern, Tower, mask, sparsegpt};
+use orchestrate::prune::sequential::{self, LayerRule};
+use orchestrate::prune::{Calibration, Pattern, mask, over_towers, sparsegpt};
 use std::process::Command;
 use std::time::Instant;
 use tch::nn::Module;
@@ -51,7 +53,7 @@ fn per_sample_layer(layer: &EncoderLayer, inputs: &TowerInputs, rule: LayerRule,
         let m = inputs.mask.as_ref().map(|m| m.narrow(0, j, 1));
         let a = layer.layer_norm1.forward(&x);
         let ctx = layer.self_attn.context(&a, m.as_ref());
-        let h = &x + layer.self_attn.out_proj.forward(&ctx);
+        let h = &x + layer.self_attn.project(&ctx);
         let ln2 = layer.layer_norm2.forward(&h);
         let hid = layer.mlp.hidden(&ln2);
         // q, k and v each carry their own hook in the reference: three identical updates.
@@ -157,7 +159,7 @@ fn reference_sparsegpt(
 fn per_sample(model: &Clip, calib: &Calibration, rule: LayerRule, pattern: Pattern) {
     for tower in [Tower::Vision, Tower::Text] {
         let mut inputs = sequential::tower_inputs(model, tower, calib);
-        for layer in sequential::layers(model, tower) {
+        for layer in layerwise::layers(model, tower) {
             per_sample_layer(layer, &inputs, rule, pattern);
             let _g = tch::no_grad_guard();
             let n = inputs.x.size()[0];
@@ -193,23 +195,21 @@ fn case(method: &str, variant: &str) {
     let pattern = Pattern::Unstructured(0.5);
     let clock = Instant::now();
     match (method, variant) {
-        ("wanda", "batched") => {
-            orchestrate::prune::prune(
+        (_, "batched") => {
+            let rule = if method == "wanda" {
+                LayerRule::Wanda
+            } else {
+                LayerRule::SparseGpt(settings)
+            };
+            over_towers(
                 &model,
-                Some(&calib),
-                Method::Wanda,
-                pattern,
                 &[Tower::Vision, Tower::Text],
-            )
-            .unwrap();
-        }
-        ("sparsegpt", "batched") => {
-            orchestrate::prune::prune(
-                &model,
-                Some(&calib),
-                Method::SparseGpt(settings),
                 pattern,
-                &[Tower::Vision, Tower::Text],
+                |tower, out| {
+                    let pruned = sequential::prune_tower(&model, tower, &calib, rule, pattern)?;
+                    out.matrices.extend(pruned);
+                    Ok(())
+                },
             )
             .unwrap();
         }

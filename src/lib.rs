@@ -5,7 +5,7 @@
 //! | layer | modules | may import |
 //! |---|---|---|
 //! | leaf | [`util`] | std and small crates |
-//! | orchestration | [`manifest`] → [`plan`] → [`cache`]; [`exec`]; [`report`]; [`tables`] | each other in that order; never `tch` or the ML core |
+//! | orchestration | [`manifest`] → [`plan`] → [`cache`]; [`exec`]; [`progress`] (run events → console, event log); [`tables`] | each other in that order; never `tch` or the ML core |
 //! | ML core | [`model`], [`data`], [`prune`], [`analysis`], [`train`] | `tch` and each other; never the orchestration half |
 //! | bridge | [`stages`] | both halves |
 //! | root | [`cli`] | everything |
@@ -21,8 +21,8 @@ pub mod exec;
 pub mod manifest;
 pub mod model;
 pub mod plan;
+pub mod progress;
 pub mod prune;
-pub mod report;
 pub mod stages;
 pub mod tables;
 pub mod train;

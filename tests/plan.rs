@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 fn plan_of(path: &Path) -> plan::Plan {
-    let exp = manifest::load(path).unwrap_or_else(|e| panic!("{e}"));
+    let exp = manifest::load(path, orchestrate::stages::methods::specs())
+        .unwrap_or_else(|e| panic!("{e}"));
     plan::build(&exp, &mut FingerprintCache::in_memory()).unwrap()
 }
 
@@ -20,7 +21,7 @@ fn keys(p: &plan::Plan) -> BTreeSet<String> {
 fn expansion_counts_and_sharing() {
     let project = Project::new();
     let m = project.write("sweep.toml", SWEEP);
-    let exp = manifest::load(&m).unwrap();
+    let exp = manifest::load(&m, orchestrate::stages::methods::specs()).unwrap();
     assert_eq!(exp.points.len(), 2 * 2 * 3 * 2 * 2);
     let p = plan::build(&exp, &mut FingerprintCache::in_memory()).unwrap();
     // One calibration per (model, dataset, size, seed), shared by wanda and sparsegpt.
@@ -67,7 +68,11 @@ fn optional_stages_add_nodes() {
 fn zip_exclude_include() {
     let project = Project::new();
     let text = SWEEP.replace("calibration_size = [8, 16]", "calibration_size = [8, 16]\nzip = [[\"sparsity\", \"calibration_size\"]]\n[[grid.exclude]]\nmethod = \"magnitude\"\nmodel = \"b\"\n[[grid.include]]\nmodel = \"a\"\ndataset = \"d1\"\nmethod = \"sg\"\nsparsity = 0.9\ncalibration_size = 32\nparams = { blocksize = 16 }\n");
-    let exp = manifest::load(&project.write("z.toml", &text)).unwrap();
+    let exp = manifest::load(
+        &project.write("z.toml", &text),
+        orchestrate::stages::methods::specs(),
+    )
+    .unwrap();
     // zip: (0.5, 8), (2:4, 16) → 2 × 2 × 3 × 2 = 24; exclude magnitude on b (2 × 2 = 4); include 1.
     assert_eq!(exp.points.len(), 24 - 4 + 1);
     let extra = exp.points.last().unwrap();
@@ -290,3 +295,37 @@ fn convpass_scales_of_vtab_datasets_enter_the_retrain_keys() {
     }
     assert_eq!(seen.len(), 2);
 }
+
+/// The keys of a fixed manifest, pinned. A change of the key encoding or of a stage's version
+/// invalidates every user's cache: it must be a deliberate edit of these values (with the stage
+/// version bumped where the stage's output changed), never a side effect.
+#[test]
+fn golden_keys_pin_the_key_encoding() {
+    use sha2::{Digest, Sha256};
+    let project = Project::new();
+    let text = format!(
+        "{SWEEP}\n[stages]\nretrain = {{ trainable = \"vision\" }}\nintrinsic_dimension = true\nfinetune = true\n"
+    );
+    let p = plan_of(&project.write("golden.toml", &text));
+    let mut lines: Vec<String> = p
+        .nodes
+        .iter()
+        .map(|n| format!("{} {}", n.key, n.label))
+        .collect();
+    lines.sort();
+    let digest = hex::encode(Sha256::digest(lines.join("\n").as_bytes()));
+    let first = &p.nodes[0];
+    assert_eq!(
+        (first.label.as_str(), first.key.as_str(), digest.as_str()),
+        (GOLDEN_FIRST.0, GOLDEN_FIRST.1, GOLDEN_DIGEST),
+        "the key encoding changed"
+    );
+}
+
+const GOLDEN_FIRST: (&str, &str) = (
+    "finetune a/d1",
+    "5d9cb25fd4bd3a5e6556721ed2f80bad8cc84537e38d1e13398a28159af372af",
+);
+/// sha256 of every `key label` line of the plan, sorted. History: prune stage version 2
+/// (entries declare their artifact kind) changed it from caae7bd1….
+const GOLDEN_DIGEST: &str = "6c0b84c2b4e4869874a8a5730d5225e7689b3f46fd53b6e46ba0848ceed09e57";

@@ -385,3 +385,61 @@ fn first_ctrl_c_lets_running_stages_finish_and_the_rerun_completes() {
     assert!(p.run(&["run", "sweep.toml"]).status.success());
     all_cached_plan(&p, "sweep.toml");
 }
+
+#[test]
+fn a_table_that_cannot_be_written_fails_the_run_and_keeps_the_cache() {
+    let p = Project::new();
+    p.write("sweep.toml", SWEEP);
+    std::fs::create_dir_all(p.results()).unwrap();
+    // The tables directory is taken by a file.
+    std::fs::write(p.results().join("sweep"), "in the way").unwrap();
+    let out = p.run(&["run", "sweep.toml"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot write tables"), "{stderr}");
+    assert_eq!(p.computed().len(), 88);
+    std::fs::remove_file(p.results().join("sweep")).unwrap();
+    let again = p.run(&["run", "sweep.toml"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(p.computed().len(), 88, "nothing computed is lost");
+}
+
+#[test]
+fn a_failed_measurement_fails_its_point_in_every_table() {
+    let p = Project::new();
+    p.write(
+        "sweep.toml",
+        &format!("{SWEEP}\n[stages]\nintrinsic_dimension = true\n"),
+    );
+    let out = p
+        .cmd(&["run", "sweep.toml"])
+        .env(
+            "ORCHESTRATE_TEST_FAIL",
+            "intrinsic-dimension a/d1 wanda@0.5",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let csv = p.table_csv("sweep");
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let failed: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|r| r[col("status")] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 2, "wanda@0.5 on a/d1 at both sizes\n{csv}");
+    for r in &failed {
+        assert_eq!(r[col("failed_stage")], "intrinsic-dimension", "{csv}");
+        assert_eq!(r[col("method")], "wanda");
+    }
+    let id = std::fs::read_to_string(p.results().join("sweep/sweep_id.csv")).unwrap();
+    assert_eq!(
+        id.lines().filter(|l| l.contains(",failed,")).count(),
+        2,
+        "{id}"
+    );
+    let status = p.run(&["status", "sweep.toml"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("failed"));
+}

@@ -2,10 +2,10 @@
 //! (intrinsic dimension, SLS's depth criterion). The whole set moves through the tower one layer
 //! at a time (chunked forwards), so memory holds one layer's hidden states, not all of them.
 
+use crate::model::Tower;
 use crate::model::clip::TextTower;
+use crate::model::layerwise::{forward, layers, pixel_inputs, token_inputs};
 use crate::model::{Clip, TokenBatch};
-use crate::prune::Tower;
-use crate::prune::sequential::{forward, layers, pixel_inputs, token_inputs};
 use tch::{Kind, Tensor};
 
 /// How a layer's hidden states `[n, T, D]` become one vector per sample.

@@ -63,6 +63,23 @@ pub enum TwoNnError {
     },
     #[error("at least 3 points are needed, got {0}")]
     TooFewPoints(usize),
+    #[error(
+        "the IDVL block analysis cuts the {points} samples into {blocks} blocks of {block} points, and one kept only {kept} distinct points where the fit needs 4: measure at least {needed} samples (`n`)"
+    )]
+    BlockTooSmall {
+        points: usize,
+        blocks: usize,
+        block: usize,
+        kept: usize,
+        needed: usize,
+    },
+}
+
+impl TwoNnError {
+    /// Whether the representations themselves collapse (rather than too few samples).
+    pub fn is_collapse(&self) -> bool {
+        matches!(self, TwoNnError::NothingToFit { .. })
+    }
 }
 
 /// The full Euclidean distance matrix of `points` (`[n, D]`), f64, by direct differences in
@@ -185,7 +202,23 @@ pub fn block_analysis(distances: &Tensor, seed: u64) -> Result<(Vec<f64>, f64), 
             let idx = Tensor::from_slice(block).to_device(distances.device());
             let sub = distances.index_select(0, &idx).index_select(1, &idx);
             let (r1, r2) = neighbours(&sub);
-            per_block.push(fit(&r1, &r2, Estimator::Idvl { seed })?.dimension);
+            let fitted = match fit(&r1, &r2, Estimator::Idvl { seed }) {
+                Ok(f) => f,
+                // Too small a block: say how many samples the whole analysis needs, scaling the
+                // 4 points a fit needs by the fraction of the block that survived.
+                Err(TwoNnError::NothingToFit { kept, .. }) if kept > 0 => {
+                    let per_block = (4 * size).div_ceil(kept).max(4);
+                    return Err(TwoNnError::BlockTooSmall {
+                        points: n,
+                        blocks: b,
+                        block: size,
+                        kept,
+                        needed: per_block * IDVL_BLOCKS,
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            per_block.push(fitted.dimension);
         }
         let mean = per_block.iter().sum::<f64>() / b as f64;
         last_std = (per_block.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / b as f64).sqrt();
@@ -197,6 +230,23 @@ pub fn block_analysis(distances: &Tensor, seed: u64) -> Result<(Vec<f64>, f64), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn too_few_samples_for_the_block_analysis_says_how_many_are_needed() {
+        // 60 distinct points: 20 blocks of 3, and a fit needs 4 kept points.
+        let points = Tensor::randn([60, 5], (tch::Kind::Double, Device::Cpu));
+        let e = measure(&points, Estimator::Idvl { seed: 0 }).unwrap_err();
+        assert!(!e.is_collapse());
+        let text = e.to_string();
+        assert!(text.contains("measure at least 80 samples"), "{text}");
+        assert!(
+            measure(
+                &Tensor::randn([80, 5], (tch::Kind::Double, Device::Cpu)),
+                Estimator::Idvl { seed: 0 }
+            )
+            .is_ok()
+        );
+    }
 
     /// The spec's LCG (§1.6): the first value uses the state after one step from `seed`.
     fn lcg_points(seed: u64, n: usize, a: &[&[f64]]) -> Tensor {

@@ -1,6 +1,7 @@
 //! Garbage collection: drop every cache entry that no given manifest reaches, plus leftovers of
 //! interrupted runs (temporary entries, stale failure notes). Never touches an entry whose lock
-//! is held by a running stage.
+//! is held by a running stage; removes an entry by moving it aside first; never unlinks a lock
+//! file (they are empty, and unlinking one can hand the same key to two processes).
 
 use super::store::Cache;
 use crate::util::fsx;
@@ -37,8 +38,10 @@ pub fn collect(
             report.bytes_freed += fsx::tree_size(&entry.path());
             report.entries_removed += 1;
             if !dry_run {
-                fs::remove_dir_all(entry.path())?;
-                let _ = fs::remove_file(cache.root().join("locks").join(format!("{key}.lock")));
+                // Moved aside in one rename, so a concurrent run sees the whole entry or none.
+                // The lock file stays: unlinking it while held would let a process already
+                // waiting on it and one opening a fresh file both take "the" lock.
+                cache.discard(&key).map_err(std::io::Error::other)?;
             }
         }
     }
@@ -65,4 +68,59 @@ pub fn collect(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::record::{RECORD_FORMAT, Record};
+
+    fn publish(cache: &Cache, key: &str) {
+        let b = cache.begin(key).unwrap();
+        fs::write(b.artifacts_dir().join("x.bin"), b"0123456789").unwrap();
+        let record = Record {
+            format: RECORD_FORMAT,
+            key: key.into(),
+            kind: "evaluate".into(),
+            version: 1,
+            label: key.into(),
+            params: serde_json::json!({}),
+            upstream: vec![],
+            inputs: vec![],
+            artifacts: vec![],
+            metrics: serde_json::json!({}),
+            timing: Default::default(),
+            provenance: Default::default(),
+            evicted: false,
+        };
+        b.commit(record, &[]).unwrap();
+    }
+
+    #[test]
+    fn gc_moves_entries_aside_and_keeps_their_lock_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let (keep, drop) = ("a".repeat(64), "b".repeat(64));
+        publish(&cache, &keep);
+        publish(&cache, &drop);
+        drop_lock(&cache, &drop);
+        let report = collect(&cache, &HashSet::from([keep.clone()]), false).unwrap();
+        assert_eq!((report.entries_removed, report.entries_kept), (1, 1));
+        assert!(!cache.entry_dir(&drop).exists());
+        assert!(matches!(
+            cache.lookup(&keep, true),
+            crate::cache::Lookup::Done(_)
+        ));
+        let lock = cache.root().join("locks").join(format!("{drop}.lock"));
+        assert!(lock.is_file(), "the lock file of a removed entry stays");
+        let leftovers: Vec<_> = fs::read_dir(cache.root().join("tmp"))
+            .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    /// Takes and releases the key's lock, so its lock file exists as after a real run.
+    fn drop_lock(cache: &Cache, key: &str) {
+        drop(cache.lock(key).unwrap());
+    }
 }

@@ -2,10 +2,11 @@
 //! directory (config, safetensors weights with the prune applied, tokenizer and preprocessing
 //! files of the base model), loadable by transformers' `CLIPModel.from_pretrained`.
 
-use super::{CliError, exit, io_context, load};
-use crate::cache::Lookup;
+use super::{CliError, Loaded, exit, io_context, load};
+use crate::cache::{Lookup, Reason, State};
 use crate::manifest::GridPoint;
 use crate::plan::JobSpec;
+use crate::plan::NodeId;
 use crate::stages::context;
 use std::path::Path;
 
@@ -97,17 +98,6 @@ pub fn run(
     let nodes = &l.plan.points[index];
     let eval = nodes.evaluate.expect("every point is evaluated");
     let node = &l.plan.nodes[eval];
-    for &up in &node.upstream {
-        let n = &l.plan.nodes[up];
-        if !matches!(l.cache.lookup(&n.key, false), Lookup::Done(_)) {
-            return Err(CliError::Usage(format!(
-                "{}: `{}` is not computed yet; run `orchestrate run {}` first",
-                manifest.display(),
-                n.label,
-                manifest.display()
-            )));
-        }
-    }
     if out.exists()
         && std::fs::read_dir(out)
             .map(|mut d| d.next().is_some())
@@ -119,14 +109,8 @@ pub fn run(
             out.display()
         )));
     }
-    let job = JobSpec::new(
-        &l.plan,
-        node,
-        results.to_path_buf(),
-        "cpu".into(),
-        "cpu".into(),
-        0,
-    );
+    let recomputed = recompute_evicted(&l, results, manifest, &node.upstream)?;
+    let job = JobSpec::new(&l.plan, node, results);
     let model = context::load_model(&job, &l.cache, tch::Device::Cpu)?;
     model.save(out)?;
     let base = context::base_dir(&job)?;
@@ -137,10 +121,65 @@ pub fn run(
                 .map_err(io_context(format!("cannot copy {}", src.display())))?;
         }
     }
+    // Recomputed only for this export: the retention policy drops them again.
+    for key in recomputed {
+        if let Lookup::Done(record) = l.cache.lookup(&key, false) {
+            let _ = l.cache.evict_transient(&record);
+        }
+    }
     println!(
         "wrote {} ({})",
         out.display(),
         describe(&l.exp.points[index])
     );
     Ok(exit::OK)
+}
+
+/// Makes the model nodes in `wanted` (and everything they read) available: an entry whose
+/// transient artifacts the retention policy dropped is recomputed; one never computed is an
+/// error. Returns the keys recomputed.
+fn recompute_evicted(
+    l: &Loaded,
+    results: &Path,
+    manifest: &Path,
+    wanted: &[NodeId],
+) -> Result<Vec<String>, CliError> {
+    let mut states = vec![State::Cached; l.plan.nodes.len()];
+    let mut stack = wanted.to_vec();
+    let mut recompute = Vec::new();
+    while let Some(id) = stack.pop() {
+        let n = &l.plan.nodes[id];
+        match l.cache.lookup(&n.key, false) {
+            Lookup::Done(_) => {}
+            Lookup::Evicted(_) if states[id] == State::Cached => {
+                states[id] = State::Run(Reason::Evicted);
+                recompute.push(n.key.clone());
+                stack.extend(n.upstream.iter().copied());
+            }
+            Lookup::Evicted(_) => {}
+            _ => {
+                return Err(CliError::Usage(format!(
+                    "{}: `{}` is not computed yet; run `orchestrate run {}` first",
+                    manifest.display(),
+                    n.label,
+                    manifest.display()
+                )));
+            }
+        }
+    }
+    if recompute.is_empty() {
+        return Ok(recompute);
+    }
+    println!(
+        "recomputing {} stage(s) whose weights were dropped (keep_pruned = false)",
+        recompute.len()
+    );
+    let (summary, run_dir) = super::run::execute(l, results, &states, 0, false, true)?;
+    if summary.failed > 0 || summary.interrupted {
+        return Err(CliError::Stage(crate::stages::StageError::Failed(format!(
+            "recomputing the dropped weights failed; see the logs in {}",
+            run_dir.display()
+        ))));
+    }
+    Ok(recompute)
 }

@@ -1,49 +1,16 @@
 //! `orchestrate run`: plan, run what is not cached, write the tables. Re-running resumes.
 
-use super::{CliError, exit, io_context, load};
-use crate::cache::freshness;
-use crate::exec::{self, Event, RunOptions, signals::Interrupts};
-use crate::report::{Console, EventLog};
-use std::path::Path;
+use super::{CliError, Loaded, exit, io_context, load};
+use crate::cache::{State, freshness};
+use crate::exec::backend::Local;
+use crate::exec::{self, Event, RunOptions, RunSummary, signals::Interrupts};
+use crate::progress::{Console, EventLog};
+use std::path::{Path, PathBuf};
 
 pub fn run(results: &Path, manifest: &Path, retries: u32, verify: bool) -> Result<i32, CliError> {
     let l = load(results, manifest)?;
     let states = freshness(&l.cache, &l.plan, verify, false);
-    let run_id = format!(
-        "{}-{}",
-        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-            .to_string()
-            .replace(':', ""),
-        std::process::id()
-    );
-    let run_dir = results.join("runs").join(&run_id);
-    std::fs::create_dir_all(&run_dir).map_err(io_context(format!(
-        "cannot create run directory {}",
-        run_dir.display()
-    )))?;
-    let cuda = if needs_cuda_count(&l.exp) {
-        tch::Cuda::device_count().max(0) as u32
-    } else {
-        0
-    };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    let opts = RunOptions {
-        results_dir: results.to_path_buf(),
-        run_dir: run_dir.clone(),
-        exe: std::env::current_exe().map_err(io_context("cannot locate the orchestrate binary"))?,
-        slots: exec::slots(&l.exp.resources, cuda, cores),
-        retries,
-        keep_pruned: l.exp.keep_pruned,
-        verify,
-    };
-    let interrupts =
-        Interrupts::install().map_err(io_context("cannot install the Ctrl-C handler"))?;
-    let mut console = Console::new();
-    let mut log = EventLog::create(&run_dir.join("events.jsonl"));
-    let summary = exec::run(&l.plan, &states, &opts, &interrupts, &mut |e: &Event| {
-        console.handle(e);
-        log.handle(e);
-    });
+    let (summary, run_dir) = execute(&l, results, &states, retries, verify, l.exp.keep_pruned)?;
 
     // Tables are written whatever happened: failed and pending points keep their rows.
     let tables = super::table::write(&l, results);
@@ -63,19 +30,96 @@ pub fn run(results: &Path, manifest: &Path, retries: u32, verify: bool) -> Resul
     for (label, error, log) in &summary.failures {
         println!("  failed: {label}\n    {error}\n    log: {}", log.display());
     }
-    match tables {
-        Ok((_, (csv, parquet))) => println!("tables: {} and {}", csv.display(), parquet.display()),
-        Err(e) => eprintln!("error: {e}"),
-    }
+    let tables_failed = match tables {
+        Ok((_, (csv, parquet))) => {
+            println!("tables: {} and {}", csv.display(), parquet.display());
+            false
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!(
+                "  hint: the cache is intact; fix the cause and run `orchestrate table {}` to write them",
+                manifest.display()
+            );
+            true
+        }
+    };
     println!("run log: {}", run_dir.display());
     Ok(if summary.interrupted {
         println!("interrupted: run the same command again to resume");
         exit::INTERRUPTED
+    } else if tables_failed {
+        // The computed results are safe in the cache, but the user's deliverable is missing.
+        exit::INTERNAL
     } else if summary.failed > 0 {
         exit::STAGE_FAILED
     } else {
         exit::OK
     })
+}
+
+/// Runs the nodes whose state is `Run` under a fresh run directory, reporting to the console and
+/// the run's event log; returns the summary and the run directory.
+pub fn execute(
+    l: &Loaded,
+    results: &Path,
+    states: &[State],
+    retries: u32,
+    verify: bool,
+    keep_pruned: bool,
+) -> Result<(RunSummary, PathBuf), CliError> {
+    let run_id = format!(
+        "{}-{}",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            .to_string()
+            .replace(':', ""),
+        std::process::id()
+    );
+    let cuda = if needs_cuda_count(&l.exp) {
+        tch::Cuda::device_count().max(0) as u32
+    } else {
+        0
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    // Absolute, so jobs find the cache from wherever they run.
+    let results_dir = std::path::absolute(results).map_err(io_context(format!(
+        "cannot resolve the results directory {}",
+        results.display()
+    )))?;
+    let run_dir = results_dir.join("runs").join(&run_id);
+    std::fs::create_dir_all(&run_dir).map_err(io_context(format!(
+        "cannot create run directory {}",
+        run_dir.display()
+    )))?;
+    let exe =
+        std::env::current_exe().map_err(io_context("cannot locate the orchestrate binary"))?;
+    let mut backend = Local::new(
+        exe,
+        run_dir.clone(),
+        exec::slots(&l.exp.resources, cuda, cores),
+    );
+    let opts = RunOptions {
+        results_dir,
+        retries,
+        keep_pruned,
+        verify,
+    };
+    let interrupts =
+        Interrupts::install().map_err(io_context("cannot install the Ctrl-C handler"))?;
+    let mut console = Console::new();
+    let mut log = EventLog::create(&run_dir.join("events.jsonl"));
+    let summary = exec::run(
+        &l.plan,
+        states,
+        &mut backend,
+        &opts,
+        &interrupts,
+        &mut |e: &Event| {
+            console.handle(e);
+            log.handle(e);
+        },
+    );
+    Ok((summary, run_dir))
 }
 
 /// Only `devices = "auto"` asks libtorch how many GPUs there are.

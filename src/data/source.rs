@@ -3,8 +3,10 @@
 //! the synthetic generator, behind one indexable [`ImageSet`].
 //!
 //! Parquet splits are found the way the Hub lays them out: a file `…/<split>-NNNNN-of-NNNNN.parquet`
-//! or `…/<split>.parquet`, or any file under a directory named `<split>`. The encoded bytes of a
-//! split are held in memory; decoding happens per batch, in parallel.
+//! or `…/<split>.parquet`, or any file under a directory named `<split>`. Opening a split reads
+//! its labels only; [`ImageSet::load`] then reads the encoded bytes of the rows a stage uses, one
+//! row group at a time (a 2,000-image sample of a 100,000-image split never holds the rest), and
+//! [`ImageSet::open`] loads every row. Decoding happens per batch, in parallel.
 
 use super::DataError;
 use super::preprocess::decode;
@@ -34,9 +36,11 @@ pub enum SourceSpec {
 enum Items {
     Parquet {
         files: Vec<PathBuf>,
+        image_column: String,
         /// (file index, row within the file) per item.
         rows: Vec<(u32, u32)>,
-        bytes: Vec<Vec<u8>>,
+        /// Encoded image per item, once [`ImageSet::load`]ed.
+        bytes: Vec<Option<Vec<u8>>>,
     },
     Folder {
         paths: Vec<PathBuf>,
@@ -58,7 +62,15 @@ pub struct ImageSet {
 }
 
 impl ImageSet {
+    /// Opens a split with every image loaded.
     pub fn open(spec: &SourceSpec, split: &str) -> Result<ImageSet, DataError> {
+        let mut set = Self::open_labels(spec, split)?;
+        set.load(&(0..set.len()).collect::<Vec<_>>())?;
+        Ok(set)
+    }
+
+    /// Opens a split reading its labels only; [`ImageSet::load`] brings in the images used.
+    pub fn open_labels(spec: &SourceSpec, split: &str) -> Result<ImageSet, DataError> {
         match spec {
             SourceSpec::Parquet {
                 dir,
@@ -117,13 +129,54 @@ impl ImageSet {
         }
     }
 
+    /// Reads the encoded images of `indices` (parquet splits; other kinds read per image).
+    /// Rows are fetched one row group at a time, so memory holds only what is asked for.
+    pub fn load(&mut self, indices: &[usize]) -> Result<(), DataError> {
+        let Items::Parquet {
+            files,
+            image_column,
+            rows,
+            bytes,
+        } = &mut self.items
+        else {
+            return Ok(());
+        };
+        // Per file, the wanted rows (sorted) with their item indices.
+        let mut wanted: Vec<Vec<(u32, usize)>> = vec![Vec::new(); files.len()];
+        for &i in indices {
+            if bytes[i].is_none() {
+                let (f, r) = rows[i];
+                wanted[f as usize].push((r, i));
+            }
+        }
+        for (file, want) in files.iter().zip(&mut wanted) {
+            if want.is_empty() {
+                continue;
+            }
+            want.sort_unstable();
+            want.dedup();
+            read_image_rows(file, image_column, want, bytes)?;
+        }
+        Ok(())
+    }
+
     /// Item `i` decoded to 8-bit RGB.
     pub fn image(&self, i: usize) -> Result<RgbImage, DataError> {
         match &self.items {
-            Items::Parquet { bytes, .. } => decode(&bytes[i]).map_err(|reason| {
-                let (path, row) = self.locate(i);
-                DataError::Row { path, row, reason }
-            }),
+            Items::Parquet { bytes, .. } => {
+                let encoded = bytes[i].as_deref().ok_or_else(|| {
+                    let (path, row) = self.locate(i);
+                    DataError::Row {
+                        path,
+                        row,
+                        reason: "image not loaded (a bug: ImageSet::load was not called)".into(),
+                    }
+                })?;
+                decode(encoded).map_err(|reason| {
+                    let (path, row) = self.locate(i);
+                    DataError::Row { path, row, reason }
+                })
+            }
             Items::Folder { paths } => {
                 let bytes = std::fs::read(&paths[i]).map_err(|e| DataError::Io {
                     path: paths[i].clone(),
@@ -220,7 +273,6 @@ fn open_parquet(
         });
     }
     let mut rows = Vec::new();
-    let mut bytes = Vec::new();
     let mut labels = Vec::new();
     for (fi, file) in files.iter().enumerate() {
         let bad = |reason: String| DataError::Invalid {
@@ -246,10 +298,88 @@ fn open_parquet(
             }
         }
         let df = ParquetReader::new(open()?)
-            .with_columns(Some(vec![
-                image_column.to_string(),
-                label_column.to_string(),
-            ]))
+            .with_columns(Some(vec![label_column.to_string()]))
+            .finish()
+            .map_err(|e| bad(format!("cannot read ({e})")))?;
+        let label = df
+            .column(label_column)
+            .and_then(|c| c.cast(&DataType::Int64))
+            .map_err(|_| bad(format!("column `{label_column}` is not an integer label")))?;
+        let label = label
+            .i64()
+            .map_err(|_| bad(format!("column `{label_column}` is not an integer label")))?;
+        for row in 0..df.height() {
+            let lab = label.get(row).ok_or_else(|| DataError::Row {
+                path: file.clone(),
+                row,
+                reason: format!("{label_column} is null"),
+            })?;
+            labels.push(lab);
+            rows.push((fi as u32, row as u32));
+        }
+    }
+    Ok(ImageSet {
+        items: Items::Parquet {
+            files,
+            image_column: image_column.to_string(),
+            bytes: vec![None; rows.len()],
+            rows,
+        },
+        labels,
+        found_classnames: None,
+        origin: dir.to_path_buf(),
+    })
+}
+
+/// Reads the images of the sorted rows `want` (row, item) of one parquet file into `bytes`: the
+/// whole column when every row is wanted, else only the row groups holding a wanted row.
+fn read_image_rows(
+    file: &Path,
+    image_column: &str,
+    want: &[(u32, usize)],
+    bytes: &mut [Option<Vec<u8>>],
+) -> Result<(), DataError> {
+    let bad = |reason: String| DataError::Invalid {
+        path: file.to_path_buf(),
+        reason,
+    };
+    let open = || {
+        std::fs::File::open(file).map_err(|e| DataError::Io {
+            path: file.to_path_buf(),
+            reason: e.to_string(),
+        })
+    };
+    let mut reader = ParquetReader::new(open()?);
+    let metadata = reader
+        .get_metadata()
+        .map_err(|e| bad(format!("not a readable parquet file ({e})")))?
+        .clone();
+    // Row ranges to read: whole row groups that hold a wanted row, merged when adjacent.
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    let mut start = 0usize;
+    let mut next = want.iter().peekable();
+    for group in &metadata.row_groups {
+        let end = start + group.num_rows();
+        let mut hit = false;
+        while next.peek().is_some_and(|(r, _)| (*r as usize) < end) {
+            next.next();
+            hit = true;
+        }
+        if hit {
+            match ranges.last_mut() {
+                Some(last) if last.0 + last.1 == start => last.1 += end - start,
+                _ => ranges.push((start, end - start)),
+            }
+        }
+        start = end;
+    }
+    let mut want = want.iter().peekable();
+    for (offset, len) in ranges {
+        let mut reader = ParquetReader::new(open()?)
+            .with_columns(Some(vec![image_column.to_string()]))
+            .with_slice(Some((offset, len)));
+        reader.set_metadata(metadata.clone());
+        let df = reader
             .finish()
             .map_err(|e| bad(format!("cannot read ({e})")))?;
         let images = df
@@ -264,31 +394,21 @@ fn open_parquet(
         let images = images
             .binary()
             .map_err(|_| bad(format!("`{image_column}.bytes` is not binary")))?;
-        let label = df
-            .column(label_column)
-            .and_then(|c| c.cast(&DataType::Int64))
-            .map_err(|_| bad(format!("column `{label_column}` is not an integer label")))?;
-        let label = label
-            .i64()
-            .map_err(|_| bad(format!("column `{label_column}` is not an integer label")))?;
-        for row in 0..df.height() {
-            let (img, lab) = (images.get(row), label.get(row));
-            let cell = |what: &str| DataError::Row {
-                path: file.clone(),
+        while let Some(&&(row, item)) = want.peek() {
+            let row = row as usize;
+            if row >= offset + len {
+                break;
+            }
+            want.next();
+            let img = images.get(row - offset).ok_or_else(|| DataError::Row {
+                path: file.to_path_buf(),
                 row,
-                reason: format!("{what} is null"),
-            };
-            bytes.push(img.ok_or_else(|| cell(image_column))?.to_vec());
-            labels.push(lab.ok_or_else(|| cell(label_column))?);
-            rows.push((fi as u32, row as u32));
+                reason: format!("{image_column} is null"),
+            })?;
+            bytes[item] = Some(img.to_vec());
         }
     }
-    Ok(ImageSet {
-        items: Items::Parquet { files, rows, bytes },
-        labels,
-        found_classnames: None,
-        origin: dir.to_path_buf(),
-    })
+    Ok(())
 }
 
 const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"];

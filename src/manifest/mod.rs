@@ -7,6 +7,7 @@
 //! whole manifest is valid. No manifest field can run a command.
 
 pub mod diag;
+pub mod params;
 pub mod resolve;
 pub mod schema;
 pub mod tree;

@@ -2,18 +2,22 @@
 //! resolved [`Experiment`] (grid expanded, defaults filled in, input paths resolved).
 
 use super::diag::{Diags, ManifestError, did_you_mean};
-use super::schema::{self, ParamSpec, ParamType};
+use super::schema::{
+    self, EvaluateParams, FinetuneParams, IntrinsicDimensionParams, MethodInput, MethodSpec,
+    Methods, ParamSpec, ParamType, RetrainParams, SparsityAxis, TypedParams,
+};
 use super::tree::{self, Entry, Node, Span, Table, Value};
 use super::types::*;
+use crate::util::clip_config::ClipConfig;
 use crate::util::hf;
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// The grid axes, in expansion (nesting) order.
-/// The internal method name of a dense-only grid's points.
+/// The internal method name of a dense-only grid's points (reserved: no user method has it).
 const DENSE: &str = "dense";
 
+/// The grid axes, in expansion (nesting) order.
 pub const AXES: &[&str] = &[
     "model",
     "dataset",
@@ -23,8 +27,9 @@ pub const AXES: &[&str] = &[
     "seed",
 ];
 
-/// Reads, parses and validates a manifest; every problem is reported at once.
-pub fn load(path: &Path) -> Result<Experiment, ManifestError> {
+/// Reads, parses and validates a manifest against the registered pruning `methods`; every
+/// problem is reported at once.
+pub fn load(path: &Path, methods: Methods) -> Result<Experiment, ManifestError> {
     let src = match std::fs::read_to_string(path) {
         Ok(s) => s,
         Err(e) => {
@@ -41,6 +46,7 @@ pub fn load(path: &Path) -> Result<Experiment, ManifestError> {
     let mut cx = Cx {
         d: Diags::new(path, &src),
         base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        registry: methods,
     };
     let root = match tree::parse(&src) {
         Ok(root) => root,
@@ -57,6 +63,7 @@ pub fn load(path: &Path) -> Result<Experiment, ManifestError> {
 struct Cx<'s> {
     d: Diags<'s>,
     base_dir: PathBuf,
+    registry: Methods,
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -104,7 +111,8 @@ impl Cx<'_> {
         };
         let mut models = models;
         if let Some(points) = &grid {
-            self.resolve_model_inputs(top, &mut models, points);
+            let shapes = self.resolve_model_inputs(top, &mut models, points);
+            self.check_nm_widths(top, &methods, points, &shapes);
             self.check_calibration_indices(top, &datasets, &methods, points);
             self.check_convpass(top, &stages, &datasets, points);
         }
@@ -130,7 +138,17 @@ impl Cx<'_> {
             dense_pairs,
             stages,
             resources,
+            registry: self.registry,
         })
+    }
+
+    /// The registered method called `name`.
+    fn method_spec(&self, name: &str) -> Option<&'static MethodSpec> {
+        self.registry.iter().copied().find(|m| m.name == name)
+    }
+
+    fn method_names(&self) -> Vec<&'static str> {
+        self.registry.iter().map(|m| m.name).collect()
     }
 
     // ---- generic helpers -------------------------------------------------------------------
@@ -683,11 +701,22 @@ impl Cx<'_> {
     }
 
     fn method(&mut self, entry: &Entry, t: &Table, path: &str) -> Option<MethodDef> {
+        if entry.key == DENSE {
+            // A dense-only grid's points carry this name; a user method called so would turn
+            // its points dense-only without a word.
+            self.d.error_hint(
+                &entry.key_span,
+                path,
+                "`dense` is reserved for the unpruned baseline",
+                "rename the method, e.g. [methods.dense-magnitude]; every grid already evaluates the dense model",
+            );
+            return None;
+        }
         let kind_name = match t.get("kind") {
             Some(e) => self
                 .string(&e.node, &join(path, "kind"))
                 .map(|s| (s, e.node.span.clone())),
-            None if schema::method_kind(&entry.key).is_some() => {
+            None if self.method_spec(&entry.key).is_some() => {
                 Some((entry.key.clone(), entry.key_span.clone()))
             }
             None => {
@@ -695,14 +724,14 @@ impl Cx<'_> {
                     &entry.key_span,
                     path,
                     "method has no `kind`",
-                    format!("add kind = one of: {}", method_kind_names().join(", ")),
+                    format!("add kind = one of: {}", self.method_names().join(", ")),
                 );
                 None
             }
         };
         let (kind_name, span) = kind_name?;
-        let Some(kind) = schema::method_kind(&kind_name) else {
-            let names = method_kind_names();
+        let Some(spec) = self.method_spec(&kind_name) else {
+            let names = self.method_names();
             let hint = did_you_mean(&kind_name, names.iter().copied())
                 .map(|c| format!("did you mean \"{c}\"?"))
                 .unwrap_or_else(|| format!("expected one of: {}", names.join(", ")));
@@ -714,11 +743,10 @@ impl Cx<'_> {
             );
             return None;
         };
-        let params = self.params(t, path, &[kind.params], &["kind"]);
+        let params = self.params(t, path, &[spec.params], &["kind"]);
         Some(MethodDef {
             name: entry.key.clone(),
-            kind: kind.name,
-            needs_calibration: kind.needs_calibration,
+            spec,
             params,
         })
     }
@@ -760,14 +788,11 @@ impl Cx<'_> {
                 },
             }
         };
-        let (_, evaluate_params) = toggle(self, "evaluate", schema::EVALUATE_PARAMS);
-        let (retrain, retrain_params) = toggle(self, "retrain", schema::RETRAIN_PARAMS);
-        let (intrinsic_dimension, intrinsic_dimension_params) = toggle(
-            self,
-            "intrinsic_dimension",
-            schema::INTRINSIC_DIMENSION_PARAMS,
-        );
-        let (finetune, finetune_params) = toggle(self, "finetune", schema::FINETUNE_PARAMS);
+        let (_, evaluate_params) = toggle(self, "evaluate", EvaluateParams::SPECS);
+        let (retrain, retrain_params) = toggle(self, "retrain", RetrainParams::SPECS);
+        let (intrinsic_dimension, intrinsic_dimension_params) =
+            toggle(self, "intrinsic_dimension", IntrinsicDimensionParams::SPECS);
+        let (finetune, finetune_params) = toggle(self, "finetune", FinetuneParams::SPECS);
         StageSettings {
             retrain,
             intrinsic_dimension,
@@ -965,6 +990,7 @@ impl Cx<'_> {
                 out.push(point);
             }
         }
+        self.check_sparsity_axis(&out, &axes, &names, &entry.key_span);
         if out.is_empty() {
             self.d.error_hint(
                 &entry.key_span,
@@ -974,6 +1000,64 @@ impl Cx<'_> {
             );
         }
         Some(out)
+    }
+
+    /// How each method reads the sparsity axis: 0 prunes nothing, so only a data-driven method
+    /// (SLS), which ignores the axis, may take it; an n:m pattern is a weight pattern.
+    fn check_sparsity_axis(
+        &mut self,
+        points: &[GridPoint],
+        axes: &BTreeMap<&str, Vec<(AxisValue, Span)>>,
+        names: &Names,
+        grid_span: &Span,
+    ) {
+        let zero = AxisValue::Sparsity(Sparsity::Fraction(0.0));
+        let mut reported = BTreeSet::new();
+        for p in points {
+            if p.method == DENSE {
+                continue;
+            }
+            let spec = match names.methods.get(&p.method) {
+                Some((_, d)) => Some(d.spec),
+                None => self.method_spec(&p.method),
+            };
+            let axis = spec.map_or(SparsityAxis::Weights, |m| m.sparsity);
+            if axis == SparsityAxis::MacsRemoved
+                && let Sparsity::NM { .. } = p.sparsity
+                && reported.insert(p.method.clone())
+            {
+                let span = axes["sparsity"]
+                    .iter()
+                    .find(|(v, _)| *v == AxisValue::Sparsity(p.sparsity))
+                    .map_or_else(|| grid_span.clone(), |(_, s)| s.clone());
+                self.d.error_hint(
+                    &span,
+                    "grid.sparsity",
+                    format!(
+                        "method `{}` removes a fraction of the multiply-accumulates; an n:m pattern means nothing to it",
+                        p.method
+                    ),
+                    "give fractions, e.g. 0.5",
+                );
+                continue;
+            }
+            if p.sparsity != Sparsity::Fraction(0.0) {
+                continue;
+            }
+            if axis == SparsityAxis::DataDriven || !reported.insert(p.method.clone()) {
+                continue;
+            }
+            let span = axes["sparsity"]
+                .iter()
+                .find(|(v, _)| *v == zero)
+                .map_or_else(|| grid_span.clone(), |(_, s)| s.clone());
+            self.d.error_hint(
+                &span,
+                "grid.sparsity",
+                format!("sparsity 0 with method `{}` prunes nothing", p.method),
+                "every grid evaluates the dense model already: remove 0, or leave it to `sls` with [[grid.exclude]]",
+            );
+        }
     }
 
     fn axis_value(
@@ -994,7 +1078,7 @@ impl Cx<'_> {
                     ),
                     _ => {
                         let mut v: Vec<&str> = names.methods.keys().map(String::as_str).collect();
-                        v.extend(schema::METHOD_KINDS.iter().map(|k| k.name));
+                        v.extend(self.method_names());
                         (v, "methods")
                     }
                 };
@@ -1248,14 +1332,11 @@ impl Cx<'_> {
                     Some(AxisValue::Name(m)) => names
                         .methods
                         .get(m)
-                        .map(|(_, d)| d.kind)
-                        .or_else(|| schema::method_kind(m).map(|k| k.name)),
+                        .map(|(_, d)| d.spec)
+                        .or_else(|| self.method_spec(m)),
                     _ => None,
                 };
-                if let (Some(kind), Some(pt)) = (
-                    kind.and_then(schema::method_kind),
-                    self.table(&pe.node, &pp),
-                ) {
+                if let (Some(kind), Some(pt)) = (kind, self.table(&pe.node, &pp)) {
                     // Only the keys given override; defaults come from the method definition.
                     let given = self.params(pt, &pp, &[kind.params], &[]);
                     for entry in &pt.entries {
@@ -1273,12 +1354,15 @@ impl Cx<'_> {
     }
 
     /// Resolves each model's weight directories for every dataset it is used with.
+    /// Locates each model's directories per dataset and reads their configs; returns the
+    /// pruned Linears' input widths per (model, dataset).
     fn resolve_model_inputs(
         &mut self,
         top: &Table,
         models: &mut BTreeMap<String, (Span, ModelDef)>,
         points: &[GridPoint],
-    ) {
+    ) -> BTreeMap<(String, String), TowerWidths> {
+        let mut shapes = BTreeMap::new();
         let mut pairs: BTreeSet<(&str, &str)> = BTreeSet::new();
         for p in points {
             pairs.insert((&p.model, &p.dataset));
@@ -1299,6 +1383,7 @@ impl Cx<'_> {
                 def.resolved.insert(dataset.to_string(), vec![]);
                 continue;
             }
+            let mut widths = TowerWidths::default();
             let mt = model_tables.and_then(|t| t.get(model)).and_then(|e| {
                 if let Value::Table(t) = &e.node.value {
                     Some(t)
@@ -1328,7 +1413,19 @@ impl Cx<'_> {
                     .locate(&source, hf::RepoType::Model)
                     .and_then(|dir| check_model_dir(&dir).map(|_| dir))
                 {
-                    Ok(dir) => dirs.push(dir),
+                    Ok(dir) => {
+                        if let Err(msg) = read_shapes(&dir, key == "vision", &mut widths)
+                            && reported.insert(msg.clone())
+                        {
+                            self.d.error_hint(
+                                &span_of(key),
+                                &format!("models.{model}.{key}"),
+                                format!("model `{model}`: {msg}"),
+                                "the model's config.json must describe a CLIP that transformers can load",
+                            );
+                        }
+                        dirs.push(dir)
+                    }
                     Err(msg) => {
                         if reported.insert(msg.clone()) {
                             let what = if key == "vision" {
@@ -1347,6 +1444,61 @@ impl Cx<'_> {
                 }
             }
             def.resolved.insert(dataset.to_string(), dirs);
+            shapes.insert((model.to_string(), dataset.to_string()), widths);
+        }
+        shapes
+    }
+
+    /// An n:m pattern must divide the input width of every Linear it prunes: `hidden_size`
+    /// (q, k, v, out_proj, fc1) and `intermediate_size` (fc2) of each pruned tower.
+    fn check_nm_widths(
+        &mut self,
+        top: &Table,
+        methods: &BTreeMap<String, (Span, MethodDef)>,
+        points: &[GridPoint],
+        shapes: &BTreeMap<(String, String), TowerWidths>,
+    ) {
+        let mut reported = BTreeSet::new();
+        for p in points {
+            let Sparsity::NM { n, m } = p.sparsity else {
+                continue;
+            };
+            let Some(widths) = shapes.get(&(p.model.clone(), p.dataset.clone())) else {
+                continue;
+            };
+            let params = methods.get(&p.method).map(|(_, d)| &d.params);
+            let towers = p
+                .overrides
+                .get("towers")
+                .or_else(|| params.and_then(|q| q.get("towers")))
+                .and_then(Json::as_str)
+                .unwrap_or("both");
+            let pruned = [("vision", widths.vision), ("text", widths.text)]
+                .into_iter()
+                .filter(|(t, _)| towers == "both" || towers == *t);
+            for (tower, (hidden, intermediate)) in pruned {
+                let bad = [("hidden_size", hidden), ("intermediate_size", intermediate)]
+                    .into_iter()
+                    .find(|(_, w)| *w % m as i64 != 0);
+                let Some((field, width)) = bad else { continue };
+                if !reported.insert((p.model.clone(), tower, m)) {
+                    continue;
+                }
+                let span = grid_value_span(
+                    top,
+                    "sparsity",
+                    |v| matches!(v, Value::String(s) if s.replace(' ', "") == format!("{n}:{m}")),
+                );
+                self.d.error_hint(
+                    &span,
+                    "grid.sparsity",
+                    format!(
+                        "{n}:{m} sparsity cannot prune model `{}`: its {tower} tower's `{field}` {width} is not divisible by {m}",
+                        p.model
+                    ),
+                    "choose an m that divides the layer widths, or prune only the other tower (`towers`)",
+                );
+            }
         }
     }
 
@@ -1359,9 +1511,13 @@ impl Cx<'_> {
         methods: &BTreeMap<String, (Span, MethodDef)>,
         points: &[GridPoint],
     ) {
-        let calibrated = |name: &str| match methods.get(name) {
-            Some((_, m)) => m.needs_calibration,
-            None => schema::method_kind(name).is_some_and(|k| k.needs_calibration),
+        let registry = self.registry;
+        let calibrated = |name: &str| {
+            let spec = match methods.get(name) {
+                Some((_, m)) => Some(m.spec),
+                None => registry.iter().copied().find(|m| m.name == name),
+            };
+            spec.is_some_and(|m| m.needs(MethodInput::Calibration))
         };
         for (name, (_, def)) in datasets {
             let Some(listed) = def
@@ -1547,15 +1703,54 @@ fn read_index_file(file: &Path) -> Result<Vec<u64>, String> {
         .collect()
 }
 
-fn method_kind_names() -> Vec<&'static str> {
-    schema::METHOD_KINDS.iter().map(|k| k.name).collect()
-}
-
 fn substitute(source: &InputSource, dataset: &str) -> InputSource {
     match source {
         InputSource::Path(p) => InputSource::Path(p.replace("{dataset}", dataset)),
         InputSource::Hub(r) => InputSource::Hub(r.replace("{dataset}", dataset)),
     }
+}
+
+/// (hidden_size, intermediate_size) of each tower: the input widths of its pruned Linears.
+#[derive(Debug, Clone, Copy, Default)]
+struct TowerWidths {
+    vision: (i64, i64),
+    text: (i64, i64),
+}
+
+/// Reads a model directory's `config.json` (a vision-only overlay replaces the vision widths).
+fn read_shapes(dir: &Path, overlay: bool, widths: &mut TowerWidths) -> Result<(), String> {
+    let file = dir.join("config.json");
+    if overlay {
+        let v = ClipConfig::read_vision(&file).map_err(|e| e.to_string())?;
+        widths.vision = (v.hidden_size, v.intermediate_size);
+    } else {
+        let c = ClipConfig::read(&file).map_err(|e| e.to_string())?;
+        widths.vision = (c.vision.hidden_size, c.vision.intermediate_size);
+        widths.text = (c.text.hidden_size, c.text.intermediate_size);
+    }
+    Ok(())
+}
+
+/// The span of the first value of grid axis `axis` that `matches`, else of the `[grid]` table.
+fn grid_value_span(top: &Table, axis: &str, matches: impl Fn(&Value) -> bool) -> Span {
+    let Some(grid) = top.get("grid") else {
+        return 0..0;
+    };
+    let Value::Table(t) = &grid.node.value else {
+        return grid.key_span.clone();
+    };
+    let Some(e) = t.get(axis) else {
+        return grid.key_span.clone();
+    };
+    let found = match &e.node.value {
+        Value::Array(items) => items
+            .iter()
+            .find(|n| matches(&n.value))
+            .map(|n| n.span.clone()),
+        v if matches(v) => Some(e.node.span.clone()),
+        _ => None,
+    };
+    found.unwrap_or_else(|| grid.key_span.clone())
 }
 
 /// A Hugging Face model directory: `config.json` plus safetensors weights (single or sharded).

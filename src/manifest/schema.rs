@@ -1,480 +1,200 @@
-//! The manifest's parameter schemas: one table per method kind and per configurable stage.
+//! The manifest's schemas: the declaration every pruning method makes ([`MethodSpec`]), the
+//! typed parameters of each configurable stage, and the options of each dataset kind.
 //!
-//! One concept, one place: a [`ParamSpec`] names a parameter, its type and range, its default
-//! (from `../shared/specs/`), and a one-line doc; validation, defaults, the key encoding (every
-//! resolved parameter is part of a node's key) and `experiments/README.md` all follow from it.
+//! One concept, one place: a parameter is declared once ([`super::params`]); validation,
+//! defaults, the key encoding (every resolved parameter is part of a node's key), the stage's
+//! typed view and `experiments/README.md` all follow from it. The pruning methods themselves are
+//! declared beside their implementations (`stages::methods`) and handed to the manifest loader.
 
-use serde_json::Value as Json;
+pub use super::params::{DefaultValue, ParamSpec, ParamType, TypedParams};
+use super::params::{float, int, p, positive};
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy)]
-pub enum ParamType {
-    /// A float in `[min, max]` (or `(min, max]` when `min_exclusive`).
-    Float {
-        min: f64,
-        max: f64,
-        min_exclusive: bool,
-    },
-    Int {
-        min: i64,
-        max: i64,
-    },
-    Bool,
-    Choice(&'static [&'static str]),
-    /// Any non-empty string.
-    Str,
-    /// A list of strings (class names, templates, ...).
-    StrList,
-    /// Distinct non-negative integers: an inline list, or the path of a text file holding them
-    /// (separated by whitespace or commas, optionally inside `[ ]`), relative to the manifest.
-    IndexList,
+/// What a pruning method needs besides the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MethodInput {
+    /// Calibration images with captions (and their labels, which SLS reads).
+    Calibration,
+    /// The dataset's training split (training-based methods).
+    TrainingSplit,
+    /// The dense model's intrinsic dimension per Linear (PLATON + ID).
+    DenseIntrinsicDimension,
 }
 
-#[derive(Debug, Clone, Copy)]
-pub enum DefaultValue {
-    Float(f64),
-    Int(i64),
-    Bool(bool),
-    Str(&'static str),
-    /// No default: absent means "derived" (documented in `doc`), and is left out of the key.
-    Derived,
+/// How a method reads the grid's `sparsity` axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SparsityAxis {
+    /// The fraction of the pruned weights removed, or an n:m pattern.
+    Weights,
+    /// The fraction of the tower's multiply-accumulates removed (structured methods).
+    MacsRemoved,
+    /// Unused: the method decides from the data (one prune serves every sparsity).
+    DataDriven,
 }
 
+/// A pruning method's declaration: everything the manifest and the planner need to know about
+/// it. Its implementation, and the kind of artifact it writes, live beside it
+/// (`stages::methods`).
 #[derive(Debug, Clone, Copy)]
-pub struct ParamSpec {
+pub struct MethodSpec {
     pub name: &'static str,
-    pub ty: ParamType,
-    pub default: DefaultValue,
     pub doc: &'static str,
-}
-
-impl DefaultValue {
-    pub fn to_json(self) -> Option<Json> {
-        match self {
-            DefaultValue::Float(v) => Some(Json::from(v)),
-            DefaultValue::Int(v) => Some(Json::from(v)),
-            DefaultValue::Bool(v) => Some(Json::from(v)),
-            DefaultValue::Str(v) => Some(Json::from(v)),
-            DefaultValue::Derived => None,
-        }
-    }
-}
-
-const fn p(
-    name: &'static str,
-    ty: ParamType,
-    default: DefaultValue,
-    doc: &'static str,
-) -> ParamSpec {
-    ParamSpec {
-        name,
-        ty,
-        default,
-        doc,
-    }
-}
-
-const TOWERS: ParamSpec = p(
-    "towers",
-    ParamType::Choice(&["both", "vision", "text"]),
-    DefaultValue::Str("both"),
-    "which encoder towers are pruned",
-);
-const BLOCKSIZE_128: ParamSpec = p(
-    "blocksize",
-    ParamType::Int {
-        min: 1,
-        max: 1 << 20,
-    },
-    DefaultValue::Int(128),
-    "SparseGPT column block size (rounded down to a multiple of m for n:m)",
-);
-const BLOCKSIZE_N: ParamSpec = p(
-    "blocksize",
-    ParamType::Int {
-        min: 1,
-        max: 1 << 20,
-    },
-    DefaultValue::Derived,
-    "SparseGPT column block size; default = the calibration size",
-);
-const PERCDAMP: ParamSpec = p(
-    "percdamp",
-    ParamType::Float {
-        min: 0.0,
-        max: 1.0,
-        min_exclusive: true,
-    },
-    DefaultValue::Float(0.01),
-    "Hessian dampening as a fraction of its mean diagonal",
-);
-const SLIDE: [ParamSpec; 7] = [
-    TOWERS,
-    BLOCKSIZE_N,
-    PERCDAMP,
-    p(
-        "epochs",
-        ParamType::Int {
-            min: 0,
-            max: 10_000,
-        },
-        DefaultValue::Int(5),
-        "local-distillation epochs per layer (upper bound)",
-    ),
-    p(
-        "lr",
-        ParamType::Float {
-            min: 0.0,
-            max: 1.0,
-            min_exclusive: true,
-        },
-        DefaultValue::Float(1e-5),
-        "AdamW learning rate of the distillation",
-    ),
-    p(
-        "weight_decay",
-        ParamType::Float {
-            min: 0.0,
-            max: 1.0,
-            min_exclusive: false,
-        },
-        DefaultValue::Float(0.01),
-        "AdamW weight decay of the distillation",
-    ),
-    p(
-        "threshold",
-        ParamType::Float {
-            min: 0.0,
-            max: 1e6,
-            min_exclusive: false,
-        },
-        DefaultValue::Float(0.01),
-        "early stop when an epoch's mean loss falls below this",
-    ),
-];
-
-/// A pruning method kind: what it needs and which parameters it takes.
-#[derive(Debug, Clone, Copy)]
-pub struct MethodKind {
-    pub name: &'static str,
-    pub needs_calibration: bool,
     pub params: &'static [ParamSpec],
-    pub doc: &'static str,
+    pub inputs: &'static [MethodInput],
+    pub sparsity: SparsityAxis,
 }
 
-const SLS: [ParamSpec; 2] = [
-    p(
-        "alpha",
-        ParamType::Float {
-            min: 0.0,
-            max: 1.0,
-            min_exclusive: false,
-        },
-        DefaultValue::Float(0.3),
-        "a block is kept while its silhouette is ≥ alpha · the last block's",
-    ),
-    p(
-        "on_negative",
-        ParamType::Choice(&["error", "keep-all"]),
-        DefaultValue::Str("error"),
-        "when the last block's silhouette is negative: fail, or keep every block",
-    ),
-];
-
-pub const METHOD_KINDS: &[MethodKind] = &[
-    MethodKind {
-        name: "magnitude",
-        needs_calibration: false,
-        params: &[TOWERS],
-        doc: "smallest |W| per layer",
-    },
-    MethodKind {
-        name: "wanda",
-        needs_calibration: true,
-        params: &[TOWERS],
-        doc: "|W|·‖X‖ per output row (Wanda)",
-    },
-    MethodKind {
-        name: "sparsegpt",
-        needs_calibration: true,
-        params: &[TOWERS, BLOCKSIZE_128, PERCDAMP],
-        doc: "OBS-style reconstruction (SparseGPT)",
-    },
-    MethodKind {
-        name: "slide",
-        needs_calibration: true,
-        params: &SLIDE,
-        doc: "Slide-CLIP sliding SparseGPT with local distillation",
-    },
-    MethodKind {
-        name: "slide-progressive",
-        needs_calibration: true,
-        params: &SLIDE,
-        doc: "Slide-CLIP with a progressive sparsity schedule",
-    },
-    MethodKind {
-        name: "sls",
-        needs_calibration: true,
-        params: &SLS,
-        doc: "SLS depth pruning of the vision tower (t-SNE + silhouette per block; the calibration images and their labels; sparsity is ignored)",
-    },
-];
-
-pub fn method_kind(name: &str) -> Option<&'static MethodKind> {
-    METHOD_KINDS.iter().find(|k| k.name == name)
+impl MethodSpec {
+    pub fn needs(&self, input: MethodInput) -> bool {
+        self.inputs.contains(&input)
+    }
 }
 
-/// Parameters of the zero-shot evaluation stage (`[stages.evaluate]`).
-pub const EVALUATE_PARAMS: &[ParamSpec] = &[
-    p(
-        "batch_size",
-        ParamType::Int {
-            min: 1,
-            max: 1 << 16,
-        },
-        DefaultValue::Int(256),
-        "images per forward",
-    ),
-    p(
-        "precision",
-        ParamType::Choice(&["fp32", "bf16", "fp16"]),
-        DefaultValue::Str("fp32"),
-        "evaluation dtype (bf16/fp16 on GPU only)",
-    ),
-];
+/// The methods a manifest may name, as the command line hands them to the loader.
+pub type Methods = &'static [&'static MethodSpec];
 
-/// Parameters of the retraining stage (`[stages.retrain]`). The defaults are the SLS paper's
-/// setting (spec structured-and-analysis.md §2.5, §2.8: preset `sls-paper`).
-pub const RETRAIN_PARAMS: &[ParamSpec] = &[
-    p(
-        "trainable",
-        ParamType::Choice(&["head", "head+layernorm", "head+convpass", "vision"]),
-        DefaultValue::Str("head+convpass"),
-        "what trains besides a linear head: nothing, the vision LayerNorms, Convpass adapters in every kept block, or the whole vision tower (pruned weights stay zero)",
-    ),
-    p(
-        "head",
-        ParamType::Choice(&["linear", "zero-shot"]),
-        DefaultValue::Str("linear"),
-        "a linear classifier initialised from the zero-shot head, or the frozen zero-shot head",
-    ),
-    p(
-        "epochs",
-        ParamType::Int {
-            min: 1,
-            max: 100_000,
-        },
-        DefaultValue::Int(100),
-        "training epochs",
-    ),
-    p(
-        "lr",
-        ParamType::Float {
-            min: 0.0,
-            max: 10.0,
-            min_exclusive: true,
-        },
-        DefaultValue::Float(1e-5),
-        "AdamW learning rate (the peak, with the cosine schedule)",
-    ),
-    p(
-        "schedule",
-        ParamType::Choice(&["constant", "warmup-cosine"]),
-        DefaultValue::Str("constant"),
-        "constant lr (the paper's FT), or linear warm-up then half-cycle cosine to `min_lr` (CLR)",
-    ),
-    p(
-        "warmup_epochs",
-        ParamType::Float {
-            min: 0.0,
-            max: 100_000.0,
-            min_exclusive: false,
-        },
-        DefaultValue::Float(10.0),
-        "warm-up length of the cosine schedule",
-    ),
-    p(
-        "min_lr",
-        ParamType::Float {
-            min: 0.0,
-            max: 10.0,
-            min_exclusive: false,
-        },
-        DefaultValue::Float(1e-5),
-        "final lr of the cosine schedule",
-    ),
-    p(
-        "weight_decay",
-        ParamType::Float {
-            min: 0.0,
-            max: 10.0,
-            min_exclusive: false,
-        },
-        DefaultValue::Float(1e-4),
-        "AdamW weight decay",
-    ),
-    p(
-        "batch_size",
-        ParamType::Int {
-            min: 1,
-            max: 1 << 16,
-        },
-        DefaultValue::Int(64),
-        "training batch size (incomplete batches are dropped)",
-    ),
-    p(
-        "train_size",
-        ParamType::Int {
-            min: 1,
-            max: 100_000_000,
-        },
-        DefaultValue::Int(1000),
-        "training images drawn by `seed` (all of them when the split is smaller)",
-    ),
-    p(
-        "eval_every",
-        ParamType::Int {
-            min: 1,
-            max: 100_000,
-        },
-        DefaultValue::Int(1),
-        "epochs between evaluations (the last epoch is always evaluated)",
-    ),
-    p(
-        "seed",
-        ParamType::Int {
-            min: 0,
-            max: i64::MAX,
-        },
-        DefaultValue::Int(0),
-        "seed of the image draw, the batch order and the adapters' initialisation",
-    ),
-    p(
-        "convpass_scale",
-        ParamType::Float {
-            min: 0.0,
-            max: 1e6,
-            min_exclusive: true,
-        },
-        DefaultValue::Derived,
-        "Convpass output scale s; default: the VTAB-1k value of a built-in dataset",
-    ),
-    p(
-        "convpass_xavier",
-        ParamType::Bool,
-        DefaultValue::Derived,
-        "Xavier-initialised Convpass conv (else identity at the centre tap); default: the VTAB-1k value",
-    ),
-];
+/// Which encoder towers a stage works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Towers {
+    Both,
+    Vision,
+    Text,
+}
 
-/// Parameters of the intrinsic-dimension stage (`[stages.intrinsic_dimension]`).
-pub const INTRINSIC_DIMENSION_PARAMS: &[ParamSpec] = &[
-    p(
-        "n",
-        ParamType::Int {
-            min: 3,
-            max: 1_000_000,
-        },
-        DefaultValue::Int(2000),
-        "training images whose representations are measured (all of them when the split is smaller); text: distinct prompts",
-    ),
-    p(
-        "towers",
-        ParamType::Choice(&["both", "vision", "text"]),
-        DefaultValue::Str("vision"),
-        "towers measured",
-    ),
-    p(
-        "representation",
-        ParamType::Choice(&["token", "mean", "sequence"]),
-        DefaultValue::Str("token"),
-        "per sample: the CLS (vision) / EOS (text) token, the token mean, or the whole sequence flattened",
-    ),
-    p(
-        "estimator",
-        ParamType::Choice(&["reference", "idvl"]),
-        DefaultValue::Str("reference"),
-        "TwoNN variant",
-    ),
-    p(
-        "fraction",
-        ParamType::Float {
-            min: 0.0,
-            max: 1.0,
-            min_exclusive: true,
-        },
-        DefaultValue::Float(0.9),
-        "fraction of points kept by the fit (reference estimator)",
-    ),
-    p(
-        "seed",
-        ParamType::Int {
-            min: 0,
-            max: i64::MAX,
-        },
-        DefaultValue::Int(0),
-        "seed of the sample draw (and of the IDVL block permutations)",
-    ),
-];
+pub const TOWER_CHOICES: ParamType = ParamType::Choice(&["both", "vision", "text"]);
 
-/// Parameters of the fine-tuning stage (`[stages.finetune]`).
-pub const FINETUNE_PARAMS: &[ParamSpec] = &[
-    p(
-        "steps",
-        ParamType::Int {
-            min: 1,
-            max: 10_000_000,
-        },
-        DefaultValue::Int(4000),
-        "optimizer steps",
-    ),
-    p(
-        "batch_size",
-        ParamType::Int {
-            min: 1,
-            max: 1 << 16,
-        },
-        DefaultValue::Int(128),
-        "training batch size",
-    ),
-    p(
-        "lr",
-        ParamType::Float {
-            min: 0.0,
-            max: 10.0,
-            min_exclusive: true,
-        },
-        DefaultValue::Float(1e-5),
-        "AdamW peak learning rate",
-    ),
-    p(
-        "weight_decay",
-        ParamType::Float {
-            min: 0.0,
-            max: 10.0,
-            min_exclusive: false,
-        },
-        DefaultValue::Float(0.1),
-        "AdamW weight decay",
-    ),
-    p(
-        "warmup_steps",
-        ParamType::Int {
-            min: 0,
-            max: 10_000_000,
-        },
-        DefaultValue::Int(500),
-        "linear warm-up steps before the cosine decay",
-    ),
-    p(
-        "seed",
-        ParamType::Int {
-            min: 0,
-            max: i64::MAX,
-        },
-        DefaultValue::Int(0),
-        "seed of the sample order",
-    ),
-];
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Fp32,
+    Bf16,
+    Fp16,
+}
+
+crate::params! {
+    /// Parameters of the zero-shot evaluation stage (`[stages.evaluate]`).
+    pub struct EvaluateParams {
+        /// images per forward
+        batch_size: usize = (int(1, 1 << 16), DefaultValue::Int(256)),
+        /// evaluation dtype (bf16/fp16 on GPU only)
+        precision: Precision = (ParamType::Choice(&["fp32", "bf16", "fp16"]), DefaultValue::Str("fp32")),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Trainable {
+    #[serde(rename = "head")]
+    Head,
+    #[serde(rename = "head+layernorm")]
+    HeadLayerNorm,
+    #[serde(rename = "head+convpass")]
+    HeadConvpass,
+    #[serde(rename = "vision")]
+    Vision,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Head {
+    #[serde(rename = "linear")]
+    Linear,
+    #[serde(rename = "zero-shot")]
+    ZeroShot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Schedule {
+    #[serde(rename = "constant")]
+    Constant,
+    #[serde(rename = "warmup-cosine")]
+    WarmupCosine,
+}
+
+crate::params! {
+    /// Parameters of the retraining stage (`[stages.retrain]`). The defaults are the SLS paper's
+    /// setting (spec structured-and-analysis.md §2.5, §2.8: preset `sls-paper`).
+    pub struct RetrainParams {
+        /// what trains besides a linear head: nothing, the vision LayerNorms, Convpass adapters in every kept block, or the whole vision tower (pruned weights stay zero)
+        trainable: Trainable = (ParamType::Choice(&["head", "head+layernorm", "head+convpass", "vision"]), DefaultValue::Str("head+convpass")),
+        /// a linear classifier initialised from the zero-shot head, or the frozen zero-shot head
+        head: Head = (ParamType::Choice(&["linear", "zero-shot"]), DefaultValue::Str("linear")),
+        /// training epochs
+        epochs: usize = (int(1, 100_000), DefaultValue::Int(100)),
+        /// AdamW learning rate (the peak, with the cosine schedule)
+        lr: f64 = (positive(0.0, 10.0), DefaultValue::Float(1e-5)),
+        /// constant lr (the paper's FT), or linear warm-up then half-cycle cosine to `min_lr` (CLR)
+        schedule: Schedule = (ParamType::Choice(&["constant", "warmup-cosine"]), DefaultValue::Str("constant")),
+        /// warm-up length of the cosine schedule
+        warmup_epochs: f64 = (float(0.0, 100_000.0), DefaultValue::Float(10.0)),
+        /// final lr of the cosine schedule
+        min_lr: f64 = (float(0.0, 10.0), DefaultValue::Float(1e-5)),
+        /// AdamW weight decay
+        weight_decay: f64 = (float(0.0, 10.0), DefaultValue::Float(1e-4)),
+        /// training batch size (incomplete batches are dropped)
+        batch_size: usize = (int(1, 1 << 16), DefaultValue::Int(64)),
+        /// training images drawn by `seed` (all of them when the split is smaller)
+        train_size: usize = (int(1, 100_000_000), DefaultValue::Int(1000)),
+        /// epochs between evaluations (the last epoch is always evaluated)
+        eval_every: usize = (int(1, 100_000), DefaultValue::Int(1)),
+        /// seed of the image draw, the batch order and the adapters' initialisation
+        seed: u64 = (int(0, i64::MAX), DefaultValue::Int(0)),
+        /// Convpass output scale s; default: the VTAB-1k value of a built-in dataset
+        convpass_scale: Option<f64> = (positive(0.0, 1e6), DefaultValue::Derived),
+        /// Xavier-initialised Convpass conv (else identity at the centre tap); default: the VTAB-1k value
+        convpass_xavier: Option<bool> = (ParamType::Bool, DefaultValue::Derived),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Representation {
+    Token,
+    Mean,
+    Sequence,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EstimatorName {
+    Reference,
+    Idvl,
+}
+
+crate::params! {
+    /// Parameters of the intrinsic-dimension stage (`[stages.intrinsic_dimension]`).
+    pub struct IntrinsicDimensionParams {
+        /// training images whose representations are measured (all of them when the split is smaller); text: distinct prompts
+        n: usize = (int(3, 1_000_000), DefaultValue::Int(2000)),
+        /// towers measured
+        towers: Towers = (TOWER_CHOICES, DefaultValue::Str("vision")),
+        /// per sample: the CLS (vision) / EOS (text) token, the token mean, or the whole sequence flattened
+        representation: Representation = (ParamType::Choice(&["token", "mean", "sequence"]), DefaultValue::Str("token")),
+        /// TwoNN variant
+        estimator: EstimatorName = (ParamType::Choice(&["reference", "idvl"]), DefaultValue::Str("reference")),
+        /// fraction of points kept by the fit (reference estimator)
+        fraction: f64 = (positive(0.0, 1.0), DefaultValue::Float(0.9)),
+        /// seed of the sample draw (and of the IDVL block permutations)
+        seed: u64 = (int(0, i64::MAX), DefaultValue::Int(0)),
+    }
+}
+
+crate::params! {
+    /// Parameters of the fine-tuning stage (`[stages.finetune]`).
+    pub struct FinetuneParams {
+        /// optimizer steps
+        steps: u64 = (int(1, 10_000_000), DefaultValue::Int(4000)),
+        /// training batch size
+        batch_size: usize = (int(1, 1 << 16), DefaultValue::Int(128)),
+        /// AdamW peak learning rate
+        lr: f64 = (positive(0.0, 10.0), DefaultValue::Float(1e-5)),
+        /// AdamW weight decay
+        weight_decay: f64 = (float(0.0, 10.0), DefaultValue::Float(0.1)),
+        /// linear warm-up steps before the cosine decay
+        warmup_steps: u64 = (int(0, 10_000_000), DefaultValue::Int(500)),
+        /// seed of the sample order
+        seed: u64 = (int(0, i64::MAX), DefaultValue::Int(0)),
+    }
+}
 
 /// Options every dataset kind takes.
 pub const DATASET_COMMON_PARAMS: &[ParamSpec] = &[
@@ -661,3 +381,17 @@ pub const DATASET_RETRIEVAL_PARAMS: &[ParamSpec] = &[
         "image directory, relative to the dataset path",
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::params::check_declaration;
+
+    #[test]
+    fn stage_parameter_declarations_decode() {
+        check_declaration::<EvaluateParams>().unwrap();
+        check_declaration::<RetrainParams>().unwrap();
+        check_declaration::<IntrinsicDimensionParams>().unwrap();
+        check_declaration::<FinetuneParams>().unwrap();
+    }
+}

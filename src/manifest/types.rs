@@ -1,6 +1,7 @@
 //! The resolved, validated form of a manifest. Everything here has passed validation: names
 //! refer to definitions, values are in range, input files exist.
 
+use super::schema::{MethodSpec, Methods};
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,6 +26,18 @@ pub struct Experiment {
     pub dense_pairs: Vec<(String, String)>,
     pub stages: StageSettings,
     pub resources: Resources,
+    /// The registered pruning methods the manifest was validated against.
+    pub registry: Methods,
+}
+
+impl Experiment {
+    /// The registered method a grid point's method names (its definition's kind, or itself).
+    pub fn method_spec(&self, method: &str) -> Option<&'static MethodSpec> {
+        match self.methods.get(method) {
+            Some(def) => Some(def.spec),
+            None => self.registry.iter().copied().find(|m| m.name == method),
+        }
+    }
 }
 
 /// A named model. Its weights come from a directory or the local Hugging Face cache, optionally
@@ -108,9 +121,16 @@ pub struct DatasetDef {
 #[derive(Debug, Clone)]
 pub struct MethodDef {
     pub name: String,
-    pub kind: &'static str,
-    pub needs_calibration: bool,
+    /// The registered method it configures.
+    pub spec: &'static MethodSpec,
     pub params: Params,
+}
+
+impl MethodDef {
+    /// The method's kind (its registered name).
+    pub fn kind(&self) -> &'static str {
+        self.spec.name
+    }
 }
 
 /// Target sparsity: a fraction of weights set to zero, or an n:m pattern (n zeros in every m).

@@ -7,7 +7,7 @@
 //! after the bias up to rounding.
 
 use super::ModelError;
-use super::config::{Activation, ClipConfig, TextConfig, VisionConfig};
+use super::config::{Activation, ClipConfig, LayerShape, TextConfig, VisionConfig};
 use super::tokenizer::TokenBatch;
 use super::weights;
 use std::path::Path;
@@ -44,6 +44,21 @@ fn linear(p: nn::Path, d_in: i64, d_out: i64, bias: bool) -> nn::Linear {
     )
 }
 
+/// A Linear whose input may have no features left (a layer pruned to no heads or no neurons):
+/// then its output is its bias, never what a product with an empty inner dimension returns.
+fn project(l: &nn::Linear, x: &Tensor) -> Tensor {
+    if l.ws.size()[1] > 0 {
+        return l.forward(x);
+    }
+    let mut shape = x.size();
+    *shape.last_mut().expect("a batch of rows") = l.ws.size()[0];
+    let zeros = x.new_zeros(shape.as_slice(), (x.kind(), x.device()));
+    match &l.bs {
+        Some(b) => zeros + b,
+        None => zeros,
+    }
+}
+
 fn layer_norm(p: nn::Path, d: i64, eps: f64) -> nn::LayerNorm {
     nn::layer_norm(
         p,
@@ -67,7 +82,7 @@ fn embedding(p: nn::Path, n: i64, d: i64, stdev: f64) -> nn::Embedding {
     )
 }
 
-/// Multi-head self-attention with HF's projection names.
+/// Multi-head self-attention with HF's projection names, of any head count and dimension.
 #[derive(Debug)]
 pub struct Attention {
     pub k_proj: nn::Linear,
@@ -75,33 +90,48 @@ pub struct Attention {
     pub q_proj: nn::Linear,
     pub out_proj: nn::Linear,
     pub heads: i64,
+    pub head_dim: i64,
+    /// Replaces `1/√head_dim` (a structurally pruned head keeps its unpruned scale).
+    pub scale: Option<f64>,
 }
 
 impl Attention {
-    fn new(p: nn::Path, d: i64, heads: i64) -> Self {
+    fn new(p: nn::Path, d: i64, shape: &LayerShape) -> Self {
+        let inner = shape.inner();
         Attention {
-            k_proj: linear(&p / "k_proj", d, d, true),
-            v_proj: linear(&p / "v_proj", d, d, true),
-            q_proj: linear(&p / "q_proj", d, d, true),
-            out_proj: linear(&p / "out_proj", d, d, true),
-            heads,
+            k_proj: linear(&p / "k_proj", d, inner, true),
+            v_proj: linear(&p / "v_proj", d, inner, true),
+            q_proj: linear(&p / "q_proj", d, inner, true),
+            out_proj: linear(&p / "out_proj", inner, d, true),
+            heads: shape.heads,
+            head_dim: shape.head_dim,
+            scale: shape.attention_scale,
         }
     }
 
-    /// The merged per-head context (the input of `out_proj`), `[B, T, D]`.
+    /// The merged per-head context (the input of `out_proj`), `[B, T, heads · head_dim]`. With
+    /// no heads it is empty, and the branch adds only `out_proj`'s bias.
     pub fn context(&self, a: &Tensor, mask: Option<&Tensor>) -> Tensor {
-        let (b, t, d) = a.size3().expect("attention input is [B, T, D]");
-        let split = |x: Tensor| x.view([b, t, self.heads, d / self.heads]).transpose(1, 2);
+        let (b, t, _) = a.size3().expect("attention input is [B, T, D]");
+        if self.heads == 0 {
+            return a.new_zeros([b, t, 0], (a.kind(), a.device()));
+        }
+        let split = |x: Tensor| x.view([b, t, self.heads, self.head_dim]).transpose(1, 2);
         let q = split(self.q_proj.forward(a));
         let k = split(self.k_proj.forward(a));
         let v = split(self.v_proj.forward(a));
-        Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, false, None, false)
+        Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, false, self.scale, false)
             .transpose(1, 2)
-            .reshape([b, t, d])
+            .reshape([b, t, self.heads * self.head_dim])
+    }
+
+    /// `out_proj` of a context (only its bias when no heads are left).
+    pub fn project(&self, context: &Tensor) -> Tensor {
+        project(&self.out_proj, context)
     }
 
     pub fn forward(&self, a: &Tensor, mask: Option<&Tensor>) -> Tensor {
-        self.out_proj.forward(&self.context(a, mask))
+        self.project(&self.context(a, mask))
     }
 }
 
@@ -117,6 +147,11 @@ impl Mlp {
     pub fn hidden(&self, m: &Tensor) -> Tensor {
         activate(&self.fc1.forward(m), self.act)
     }
+
+    /// `fc2` of the hidden layer (only its bias when no neurons are left).
+    pub fn output(&self, hidden: &Tensor) -> Tensor {
+        project(&self.fc2, hidden)
+    }
 }
 
 /// One pre-LN encoder layer (spec §5.1).
@@ -129,9 +164,10 @@ pub struct EncoderLayer {
 }
 
 impl EncoderLayer {
-    fn new(p: nn::Path, d: i64, f: i64, heads: i64, act: Activation, eps: f64) -> Self {
+    fn new(p: nn::Path, d: i64, shape: &LayerShape, act: Activation, eps: f64) -> Self {
+        let f = shape.intermediate_size;
         EncoderLayer {
-            self_attn: Attention::new(&p / "self_attn", d, heads),
+            self_attn: Attention::new(&p / "self_attn", d, shape),
             layer_norm1: layer_norm(&p / "layer_norm1", d, eps),
             mlp: Mlp {
                 fc1: linear(&p / "mlp" / "fc1", d, f, true),
@@ -145,7 +181,7 @@ impl EncoderLayer {
     pub fn forward(&self, h: &Tensor, mask: Option<&Tensor>) -> Tensor {
         let h = h + self.self_attn.forward(&self.layer_norm1.forward(h), mask);
         let m = self.layer_norm2.forward(&h);
-        &h + self.mlp.fc2.forward(&self.mlp.hidden(&m))
+        &h + self.mlp.output(&self.mlp.hidden(&m))
     }
 
     /// The six linear layers in HF registration order (spec §4), with their names within the
@@ -162,18 +198,20 @@ impl EncoderLayer {
     }
 }
 
-/// The `encoder.layers.{i}` stack of a tower.
+/// The `encoder.layers.{i}` stack of a tower, one layer per shape.
 fn encoder(
     p: &nn::Path,
-    n: i64,
     d: i64,
-    f: i64,
-    heads: i64,
+    shapes: &[LayerShape],
     act: Activation,
     eps: f64,
 ) -> Vec<EncoderLayer> {
-    (0..n)
-        .map(|i| EncoderLayer::new(p / "encoder" / "layers" / i, d, f, heads, act, eps))
+    shapes
+        .iter()
+        .enumerate()
+        .map(|(i, shape)| {
+            EncoderLayer::new(p / "encoder" / "layers" / i as i64, d, shape, act, eps)
+        })
         .collect()
 }
 
@@ -213,15 +251,7 @@ impl VisionTower {
             ),
             position_embedding: embedding(&e / "position_embedding", c.tokens(), d, std),
             pre_layrnorm: layer_norm(&p / "pre_layrnorm", d, c.layer_norm_eps),
-            layers: encoder(
-                &p,
-                c.num_hidden_layers,
-                d,
-                c.intermediate_size,
-                c.num_attention_heads,
-                c.hidden_act,
-                c.layer_norm_eps,
-            ),
+            layers: encoder(&p, d, &c.shapes(), c.hidden_act, c.layer_norm_eps),
             post_layernorm: layer_norm(&p / "post_layernorm", d, c.layer_norm_eps),
             config: c.clone(),
         }
@@ -284,15 +314,7 @@ impl TextTower {
                 d,
                 0.01,
             ),
-            layers: encoder(
-                &p,
-                c.num_hidden_layers,
-                d,
-                c.intermediate_size,
-                c.num_attention_heads,
-                c.hidden_act,
-                c.layer_norm_eps,
-            ),
+            layers: encoder(&p, d, &c.shapes(), c.hidden_act, c.layer_norm_eps),
             final_layer_norm: layer_norm(&p / "final_layer_norm", d, c.layer_norm_eps),
             config: c.clone(),
         }

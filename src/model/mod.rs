@@ -6,14 +6,17 @@
 //! fp32 unless a caller converts the model; no pickle checkpoint is ever read.
 
 pub mod clip;
-pub mod config;
+/// The `config.json` mirror lives in the leaf, where the planner can read it too.
+pub use crate::util::clip_config as config;
 pub mod create;
+pub mod layerwise;
 pub mod tokenizer;
 pub mod weights;
 pub mod zeroshot;
 
 pub use clip::{Clip, EncoderLayer};
 pub use config::{Activation, ClipConfig, TextConfig, VisionConfig};
+pub use layerwise::Tower;
 pub use tokenizer::{ClipTokenizer, TokenBatch};
 
 use std::path::PathBuf;
@@ -33,4 +36,13 @@ pub enum ModelError {
     Tokenizer { path: PathBuf, reason: String },
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+}
+
+impl From<config::ConfigError> for ModelError {
+    fn from(e: config::ConfigError) -> Self {
+        match e {
+            config::ConfigError::Io { path, source } => ModelError::Io { path, source },
+            config::ConfigError::Invalid { path, reason } => ModelError::Config { path, reason },
+        }
+    }
 }

@@ -6,7 +6,7 @@
 use super::fingerprint::FingerprintCache;
 use super::key::{canonical, node_key, object};
 use super::kind::StageKind;
-use crate::manifest::schema::{self, DefaultValue};
+use crate::manifest::schema::{self, DefaultValue, MethodInput, SparsityAxis};
 use crate::manifest::{Experiment, GridPoint, MethodDef, Params};
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
@@ -316,6 +316,7 @@ impl Builder<'_> {
         let ds_inputs = self.dataset_inputs(&p.dataset, fp)?;
         let ds_spec = self.dataset_spec(&p.dataset);
         let mut method = resolve_method(self.exp, p);
+        let calibrated = method.spec.needs(MethodInput::Calibration);
         let mut out = PointNodes {
             finetune: mref.finetune,
             ..Default::default()
@@ -325,7 +326,7 @@ impl Builder<'_> {
         let (sp, n, seed) = (p.sparsity, p.calibration_size, p.seed);
 
         let mut prune_up = base_up.clone();
-        if method.needs_calibration {
+        if calibrated {
             // With an explicit list the point's seed plays no part: the first `n` listed images.
             let draw = match self.exp.datasets[d].params.get("calibration_indices") {
                 Some(Json::Array(listed)) => ("indices", canonical(&json!(listed[..n as usize]))),
@@ -346,29 +347,25 @@ impl Builder<'_> {
             out.calibrate = Some(id);
             prune_up.push(id);
         }
-        let calib_label = if method.needs_calibration {
+        let calib_label = if calibrated {
             format!(" n={n} seed={seed}")
         } else {
             String::new()
         };
+        // A data-driven method (SLS) ignores the axis: one node for every sparsity of the grid.
+        let sparsity = match method.spec.sparsity {
+            SparsityAxis::DataDriven => "data-driven".to_string(),
+            SparsityAxis::Weights | SparsityAxis::MacsRemoved => sp.to_string(),
+        };
         let prune = self.add(
             StageKind::Prune,
             object(&[
-                ("method", &Json::from(method.kind).to_string()),
+                ("method", &Json::from(method.kind()).to_string()),
                 (
                     "params",
                     &canonical(&Json::Object(std::mem::take(&mut method.params))),
                 ),
-                // SLS chooses its own depth: one node for every sparsity of the grid.
-                (
-                    "sparsity",
-                    &Json::from(if method.kind == "sls" {
-                        "data-driven".to_string()
-                    } else {
-                        sp.to_string()
-                    })
-                    .to_string(),
-                ),
+                ("sparsity", &Json::from(sparsity).to_string()),
             ]),
             prune_up,
             mref.inputs.clone(),
@@ -462,31 +459,27 @@ pub fn retrain_params(exp: &Experiment, dataset: &str) -> String {
 /// overrides applied, and derived defaults made explicit so they are part of the key.
 pub fn resolve_method(exp: &Experiment, p: &GridPoint) -> MethodDef {
     let mut def = exp.methods.get(&p.method).cloned().unwrap_or_else(|| {
-        let kind = schema::method_kind(&p.method).expect("validated method name");
-        let params: Params = kind
+        let spec = exp.method_spec(&p.method).expect("validated method name");
+        let params: Params = spec
             .params
             .iter()
             .filter_map(|s| Some((s.name.to_string(), s.default.to_json()?)))
             .collect();
         MethodDef {
             name: p.method.clone(),
-            kind: kind.name,
-            needs_calibration: kind.needs_calibration,
+            spec,
             params,
         }
     });
     for (k, v) in &p.overrides {
         def.params.insert(k.clone(), v.clone());
     }
-    if let Some(kind) = schema::method_kind(def.kind) {
-        for spec in kind.params {
-            if matches!(spec.default, DefaultValue::Derived)
-                && spec.name == "blocksize"
-                && !def.params.contains_key("blocksize")
-            {
-                def.params
-                    .insert("blocksize".into(), Json::from(p.calibration_size));
-            }
+    for spec in def.spec.params {
+        if matches!(spec.default, DefaultValue::CalibrationSize)
+            && !def.params.contains_key(spec.name)
+        {
+            def.params
+                .insert(spec.name.into(), Json::from(p.calibration_size));
         }
     }
     def

@@ -50,7 +50,8 @@ impl StageKind {
         match self {
             StageKind::Finetune => 1,
             StageKind::Calibrate => 1,
-            StageKind::Prune => 1,
+            // 2: entries declare their artifact kind (`artifact.json`); deviations are a list.
+            StageKind::Prune => 2,
             StageKind::Retrain => 1,
             StageKind::Evaluate => 1,
             StageKind::IntrinsicDimension => 1,

@@ -7,11 +7,16 @@
 //!   and `<name>` a full tensor the method changed besides (Slide-CLIP's LayerNorm γ).
 //!
 //! - `depth.json`, for SLS: `{"vision_layers": D}`, the vision blocks kept.
+//! - `structured.json`, for structured methods: the units each layer keeps, with their scales
+//!   ([`super::structured::Structured`]); applying it makes a physically smaller model.
+//! - `artifact.json`: `{"kind": "masks" | "depth" | "structured"}`, what the entry holds, declared by the method
+//!   that wrote it; [`apply`] reads it and never guesses from which files exist.
 //!
 //! Applying = zero the masked entries, scatter the kept values, copy the changed tensors, drop
 //! the vision blocks past the depth. The result is bit-identical to the pruned model that wrote
 //! the files.
 
+use super::structured::Structured;
 use super::{Outcome, mask};
 use crate::model::{Clip, ModelError, weights};
 use std::collections::HashMap;
@@ -19,9 +24,54 @@ use std::path::Path;
 use tch::{Device, Tensor};
 
 pub const MASKS: &str = "masks.safetensors";
+pub const KIND: &str = "artifact.json";
 pub const WEIGHTS: &str = "weights.safetensors";
 pub const DEPTH: &str = "depth.json";
+pub const STRUCTURED: &str = "structured.json";
 const KEPT: &str = "kept.";
+
+/// What a prune entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// One mask per pruned matrix, and surviving values for methods that update them.
+    Masks,
+    /// The number of vision blocks kept (SLS).
+    Depth,
+    /// Heads and neurons kept per layer, with their scales.
+    Structured,
+}
+
+fn io(dir: &Path) -> impl Fn(std::io::Error) -> ModelError + '_ {
+    move |e| ModelError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    }
+}
+
+/// Declares what the entry in `dir` holds (the writers below call it).
+fn write_kind(dir: &Path, kind: Kind) -> Result<(), ModelError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let text = serde_json::json!({ "kind": kind }).to_string();
+    crate::util::fsx::write_atomic(&dir.join(KIND), text.as_bytes()).map_err(io(dir))
+}
+
+/// What the entry in `dir` holds, as its writer declared.
+pub fn read_kind(dir: &Path) -> Result<Kind, ModelError> {
+    let path = dir.join(KIND);
+    let bad = |reason: String| ModelError::Weights {
+        path: path.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| bad(format!("unreadable ({e})")))?;
+    #[derive(serde::Deserialize)]
+    struct Declared {
+        kind: Kind,
+    }
+    serde_json::from_str::<Declared>(&text)
+        .map(|d| d.kind)
+        .map_err(|e| bad(format!("not an artifact declaration ({e})")))
+}
 
 /// Writes the masks (and, when the method changed weights, the surviving values) of `outcome`,
 /// reading current values from `model`.
@@ -53,7 +103,7 @@ pub fn write(model: &Clip, outcome: &Outcome, dir: &Path) -> Result<(), ModelErr
     if !values.is_empty() {
         weights::write_file(&dir.join(WEIGHTS), &values)?;
     }
-    Ok(())
+    write_kind(dir, Kind::Masks)
 }
 
 /// Writes an SLS result: the number of vision blocks kept.
@@ -64,13 +114,42 @@ pub fn write_depth(dir: &Path, depth: usize) -> Result<(), ModelError> {
     };
     std::fs::create_dir_all(dir).map_err(io)?;
     let text = serde_json::json!({ "vision_layers": depth }).to_string();
-    crate::util::fsx::write_atomic(&dir.join(DEPTH), text.as_bytes()).map_err(io)
+    crate::util::fsx::write_atomic(&dir.join(DEPTH), text.as_bytes()).map_err(io)?;
+    write_kind(dir, Kind::Depth)
 }
 
-/// Applies the prune stored in `dir` to `model` (loaded from the same base).
+/// Applies the prune stored in `dir` to `model` (loaded from the same base), by the kind the
+/// entry declares.
 pub fn apply(model: &mut Clip, dir: &Path) -> Result<(), ModelError> {
+    match read_kind(dir)? {
+        Kind::Depth => apply_depth(model, dir),
+        Kind::Masks => apply_masks(model, dir),
+        Kind::Structured => {
+            let path = dir.join(STRUCTURED);
+            let bad = |reason: String| ModelError::Weights {
+                path: path.clone(),
+                reason,
+            };
+            let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+            let prune: Structured = serde_json::from_str(&text)
+                .map_err(|e| bad(format!("not a structured prune ({e})")))?;
+            *model = super::structured::apply(model, &prune).map_err(|e| bad(e.to_string()))?;
+            Ok(())
+        }
+    }
+}
+
+/// Writes a structured prune (the units each layer keeps, with their scales).
+pub fn write_structured(dir: &Path, prune: &Structured) -> Result<(), ModelError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let text = serde_json::to_vec(prune).expect("a structured prune serialises");
+    crate::util::fsx::write_atomic(&dir.join(STRUCTURED), &text).map_err(io(dir))?;
+    write_kind(dir, Kind::Structured)
+}
+
+fn apply_depth(model: &mut Clip, dir: &Path) -> Result<(), ModelError> {
     let depth_file = dir.join(DEPTH);
-    if depth_file.is_file() {
+    {
         let bad = |reason: String| ModelError::Weights {
             path: depth_file.clone(),
             reason,
@@ -88,8 +167,11 @@ pub fn apply(model: &mut Clip, dir: &Path) -> Result<(), ModelError> {
                 ))
             })?;
         super::depth::truncate(model, depth as usize);
-        return Ok(());
+        Ok(())
     }
+}
+
+fn apply_masks(model: &mut Clip, dir: &Path) -> Result<(), ModelError> {
     let read = |file: &str| -> Result<HashMap<String, Tensor>, ModelError> {
         let path = dir.join(file);
         if !path.is_file() {

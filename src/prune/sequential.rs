@@ -4,15 +4,14 @@
 //! chunks of samples (Decision 5), and statistics are sums over every token, counted in samples.
 
 use super::mask::Pattern;
-use super::{PruneError, PrunedMatrix, Tower, magnitude, sparsegpt, wanda};
-use crate::model::clip::{EncoderLayer, TextTower};
+use super::{PruneError, PrunedMatrix, magnitude, sparsegpt, wanda};
+use crate::model::clip::EncoderLayer;
+use crate::model::layerwise::{
+    CHUNK, Tower, TowerInputs, forward, layers, pixel_inputs, token_inputs,
+};
 use crate::model::{Clip, TokenBatch};
 use tch::nn::Module;
 use tch::{Kind, Tensor};
-
-/// Samples per forward chunk: bounds activation memory (`chunk · T · F` floats) for any `N`. On
-/// ViT-B/32 with 2 CPU threads 32 was both faster and leaner than 16 or 64 (`make bench`).
-pub const CHUNK: i64 = 32;
 
 /// The calibration pairs as the model takes them.
 pub struct Calibration {
@@ -32,69 +31,12 @@ impl Calibration {
     }
 }
 
-/// A tower's encoder-layer inputs on the calibration set: `x` (`[N, T, D]`) and the attention
-/// visibility (`[N, 1, T, T]`, text only).
-pub struct TowerInputs {
-    pub x: Tensor,
-    pub mask: Option<Tensor>,
-}
-
 /// Layer-0 inputs of `tower` (spec §3.5).
 pub fn tower_inputs(model: &Clip, tower: Tower, calib: &Calibration) -> TowerInputs {
     match tower {
         Tower::Vision => pixel_inputs(model, &calib.pixels),
         Tower::Text => token_inputs(model, &calib.tokens),
     }
-}
-
-/// Vision layer-0 inputs of normalised pixels, embedded in chunks.
-pub fn pixel_inputs(model: &Clip, pixels: &Tensor) -> TowerInputs {
-    let _g = tch::no_grad_guard();
-    TowerInputs {
-        x: map_chunks(pixels, None, |p, _| model.vision.embed(p)),
-        mask: None,
-    }
-}
-
-/// Text layer-0 inputs and attention visibility of a token batch.
-pub fn token_inputs(model: &Clip, tokens: &TokenBatch) -> TowerInputs {
-    let _g = tch::no_grad_guard();
-    TowerInputs {
-        x: model.text.embed(&tokens.ids),
-        mask: Some(TextTower::attention_mask(tokens)),
-    }
-}
-
-/// The encoder layers of a tower.
-pub fn layers(model: &Clip, tower: Tower) -> &[EncoderLayer] {
-    match tower {
-        Tower::Vision => &model.vision.layers,
-        Tower::Text => &model.text.layers,
-    }
-}
-
-/// `f` applied to each chunk of samples (with its slice of the mask), results concatenated.
-pub fn map_chunks(
-    x: &Tensor,
-    mask: Option<&Tensor>,
-    mut f: impl FnMut(&Tensor, Option<&Tensor>) -> Tensor,
-) -> Tensor {
-    let n = x.size()[0];
-    let parts: Vec<Tensor> = (0..n)
-        .step_by(CHUNK as usize)
-        .map(|s| {
-            let b = CHUNK.min(n - s);
-            let m = mask.map(|m| m.narrow(0, s, b));
-            f(&x.narrow(0, s, b), m.as_ref())
-        })
-        .collect();
-    Tensor::cat(&parts, 0)
-}
-
-/// `layer(x)` over the calibration set, no gradients.
-pub fn forward(layer: &EncoderLayer, inputs: &TowerInputs) -> Tensor {
-    let _g = tch::no_grad_guard();
-    map_chunks(&inputs.x, inputs.mask.as_ref(), |x, m| layer.forward(x, m))
 }
 
 /// What a method needs to know about a Linear's inputs.
@@ -108,6 +50,11 @@ pub enum Statistic {
 
 /// Sums of the statistic over all tokens of all samples for the four distinct Linear inputs of
 /// a layer: `LN₁(x)` (q, k, v), the attention context (out), `LN₂(h)` (fc1), `act(fc1(·))` (fc2).
+///
+/// Each chunk's statistic is an fp32 product (the fast kernel) added into a float64 sum, and the
+/// total is rounded to fp32 once: its error against an exact float64 computation is one
+/// chunk's rounding, never the chunks' accumulated drift, so it is no larger than the reference
+/// code's per-sample running mean even on ill-conditioned layers (short, repeated prompts).
 pub fn layer_statistics(
     layer: &EncoderLayer,
     inputs: &TowerInputs,
@@ -116,32 +63,43 @@ pub fn layer_statistics(
     let _g = tch::no_grad_guard();
     let n = inputs.x.size()[0];
     let mut sums: [Option<Tensor>; 4] = Default::default();
+    // One fp32 buffer per input for the chunk's Gram matrix (tens of MiB at MLP width).
+    let mut chunk_grams: [Option<Tensor>; 4] = Default::default();
     for s in (0..n).step_by(CHUNK as usize) {
         let b = CHUNK.min(n - s);
         let x = inputs.x.narrow(0, s, b);
         let mask = inputs.mask.as_ref().map(|m| m.narrow(0, s, b));
         let a = layer.layer_norm1.forward(&x);
         let ctx = layer.self_attn.context(&a, mask.as_ref());
-        let h = &x + layer.self_attn.out_proj.forward(&ctx);
+        let h = &x + layer.self_attn.project(&ctx);
         let m = layer.layer_norm2.forward(&h);
         let hidden = layer.mlp.hidden(&m);
-        let stat = |z: &Tensor| match statistic {
-            Statistic::SquaredNorm => z.square().sum_dim_intlist(0, false, Kind::Float),
-            Statistic::Gram => z.tr().matmul(z),
-        };
-        for (sum, z) in sums.iter_mut().zip([&a, &ctx, &m, &hidden]) {
+        for ((sum, buf), z) in sums
+            .iter_mut()
+            .zip(chunk_grams.iter_mut())
+            .zip([&a, &ctx, &m, &hidden])
+        {
             let z = z.flatten(0, 1);
-            match sum {
-                None => *sum = Some(stat(&z)),
-                // In place: a Gram matrix of the MLP width is tens of MiB.
-                Some(sum) if statistic == Statistic::Gram => {
-                    let _ = sum.addmm_(&z.tr(), &z);
+            let chunk = match statistic {
+                Statistic::SquaredNorm => z.square().sum_dim_intlist(0, false, Kind::Float),
+                Statistic::Gram => {
+                    let width = z.size()[1];
+                    let buf = buf.get_or_insert_with(|| {
+                        Tensor::empty([width, width], (Kind::Float, z.device()))
+                    });
+                    let _ = z.tr().mm_out(buf, &z);
+                    buf.shallow_clone()
                 }
-                Some(sum) => *sum += stat(&z),
-            }
+            };
+            let sum = sum.get_or_insert_with(|| chunk.zeros_like().to_kind(Kind::Double));
+            // In place, promoting the fp32 chunk as it is added.
+            let _ = sum.g_add_(&chunk);
         }
     }
-    sums.map(|s| s.expect("calibration set is not empty"))
+    sums.map(|s| {
+        s.expect("calibration set is not empty")
+            .to_kind(Kind::Float)
+    })
 }
 
 /// Which of [`layer_statistics`]' four inputs feeds each of the six Linears (k, v, q, out, fc1,

@@ -5,9 +5,11 @@
 //! whole process twice: at 50 %, then at the target, both starting from the dense layer-0 output.
 
 use super::mask::Pattern;
-use super::sequential::{self, Calibration, LayerRule, TowerInputs};
-use super::{Outcome, PruneError, Tower, sparsegpt};
+use super::sequential::{self, Calibration, LayerRule};
+use super::{Outcome, PruneError, sparsegpt};
+use crate::model::Tower;
 use crate::model::clip::EncoderLayer;
+use crate::model::layerwise::{self, TowerInputs};
 use crate::train::AdamW;
 use tch::{Reduction, Tensor};
 
@@ -99,7 +101,7 @@ pub fn distil(
 /// captured before anything is pruned.
 pub fn dense_start(model: &crate::model::Clip, tower: Tower, calib: &Calibration) -> Tensor {
     let inputs = sequential::tower_inputs(model, tower, calib);
-    sequential::forward(&sequential::layers(model, tower)[0], &inputs)
+    layerwise::forward(&layerwise::layers(model, tower)[0], &inputs)
 }
 
 /// One sliding pass over a tower at `pattern` (§8.2), teacher chain starting at `teacher_start`.
@@ -112,7 +114,7 @@ pub fn prune_tower(
     teacher_start: &Tensor,
     outcome: &mut Outcome,
 ) -> Result<(), PruneError> {
-    let layers = sequential::layers(model, tower);
+    let layers = layerwise::layers(model, tower);
     let mut inputs = sequential::tower_inputs(model, tower, calib);
     let mut teacher = TowerInputs {
         x: teacher_start.shallow_clone(),
@@ -124,7 +126,7 @@ pub fn prune_tower(
         // The dense target of layer i+1, before layer i+1 is touched.
         let next_target = layers
             .get(i + 1)
-            .map(|next| sequential::forward(next, &teacher));
+            .map(|next| layerwise::forward(next, &teacher));
         matrices.extend(sequential::prune_layer(
             layer,
             &inputs,
@@ -136,7 +138,7 @@ pub fn prune_tower(
         )?);
         if let (Some(target), Some(next)) = (&next_target, layers.get(i + 1)) {
             // Only a next layer reads the pruned outputs (none after the last).
-            inputs.x = sequential::forward(layer, &inputs);
+            inputs.x = layerwise::forward(layer, &inputs);
             let (epochs, last_loss) = distil(next, &inputs, target, &settings);
             outcome.epochs.push(EpochRecord {
                 tower,
@@ -161,5 +163,43 @@ pub fn prune_tower(
         .matrices
         .retain(|m| !matrices.iter().any(|n| n.name == m.name));
     outcome.matrices.extend(matrices);
+    Ok(())
+}
+
+/// Slide-CLIP over one tower: the dense layer-0 output starts the teacher chain (§8.2).
+pub fn prune_tower_once(
+    model: &crate::model::Clip,
+    tower: Tower,
+    calib: &Calibration,
+    settings: Settings,
+    pattern: Pattern,
+    outcome: &mut Outcome,
+) -> Result<(), PruneError> {
+    let start = dense_start(model, tower, calib);
+    prune_tower(model, tower, calib, settings, pattern, &start, outcome)
+}
+
+/// The progressive variant (§8.4): pass 1 at 50 % (n:m targets are 0.5 already), then pass 2 at
+/// the target, both with the teacher chain starting from the dense layer-0 output.
+pub fn prune_tower_progressive(
+    model: &crate::model::Clip,
+    tower: Tower,
+    calib: &Calibration,
+    settings: Settings,
+    pattern: Pattern,
+    outcome: &mut Outcome,
+) -> Result<(), PruneError> {
+    let start = dense_start(model, tower, calib);
+    let first = match pattern {
+        Pattern::Unstructured(_) => Pattern::Unstructured(0.5),
+        nm => nm,
+    };
+    for (pass, p) in [(1, first), (2, pattern)] {
+        let before = outcome.epochs.len();
+        prune_tower(model, tower, calib, settings, p, &start, outcome)?;
+        for record in &mut outcome.epochs[before..] {
+            record.pass = pass;
+        }
+    }
     Ok(())
 }

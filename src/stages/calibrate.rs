@@ -32,6 +32,19 @@ pub struct Pairs {
     pub captions: Vec<String>,
 }
 
+/// A calibrate job's parameters, as the planner writes them: the first `size` listed training
+/// images, or `size` drawn by `seed`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    /// Read through [`Dataset::from_job`].
+    #[serde(rename = "dataset")]
+    _dataset: serde::de::IgnoredAny,
+    size: usize,
+    seed: Option<u64>,
+    indices: Option<Vec<usize>>,
+}
+
 /// `size` distinct indices of `0..len`, in the order of a permutation seeded by `seed`.
 pub fn draw(len: usize, size: usize, seed: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..len).collect();
@@ -46,17 +59,16 @@ pub fn run(
     builder: &EntryBuilder,
 ) -> Result<StageOutput, StageError> {
     context::device(job)?;
-    let size = job.params["size"].as_u64().unwrap_or(250) as usize;
-    let seed = job.params["seed"].as_u64().unwrap_or(0);
+    let params: Params =
+        serde_json::from_value(job.params.clone()).map_err(|e| StageError::BadJob {
+            path: job.results_dir.clone(),
+            reason: format!("calibrate job {}: {e}", job.key),
+        })?;
     let dataset = Dataset::from_job(job)?;
-    let (set, prompts) = dataset.open(true)?;
+    let (mut set, prompts) = dataset.open_labels(true)?;
     let split = dataset.split_name(true);
-    let indices = match job.params["indices"].as_array() {
-        Some(list) => {
-            let indices: Vec<usize> = list
-                .iter()
-                .filter_map(|v| v.as_u64().map(|i| i as usize))
-                .collect();
+    let indices = match (params.indices, params.seed) {
+        (Some(indices), _) => {
             if let Some(bad) = indices.iter().find(|&&i| i >= set.len()) {
                 return Err(StageError::Failed(format!(
                     "{}: calibration index {bad} is out of range (split `{split}` has {} images)",
@@ -66,7 +78,8 @@ pub fn run(
             }
             indices
         }
-        None => {
+        (None, Some(seed)) => {
+            let size = params.size;
             if size > set.len() {
                 return Err(StageError::Failed(format!(
                     "{}: calibration size {size} exceeds the {} images of split `{split}`; lower `calibration_size`",
@@ -76,9 +89,17 @@ pub fn run(
             }
             draw(set.len(), size, seed)
         }
+        (None, None) => {
+            return Err(StageError::BadJob {
+                path: job.results_dir.clone(),
+                reason: format!("calibrate job {} names neither indices nor a seed", job.key),
+            });
+        }
     };
+    set.load(&indices)?;
     let base = context::base_dir(job)?;
-    let config = ClipConfig::read(&base.join("config.json"))?;
+    let config =
+        ClipConfig::read(&base.join("config.json")).map_err(crate::model::ModelError::from)?;
     let pre = crate::data::Preprocessor::for_model(base, config.vision.image_size as u32)?;
     let pixels = pre.batch_u8(&indices, |i| set.image(i))?;
     let labels: Vec<i64> = indices.iter().map(|&i| set.label(i)).collect();

@@ -7,7 +7,8 @@ use crate::cache::Cache;
 use crate::data::retrieval::RetrievalSet;
 use crate::data::synthetic::Synthetic;
 use crate::data::{ImageSet, Preprocessor, Prompts, SourceSpec, loader};
-use crate::model::{Clip, ClipTokenizer};
+use crate::manifest::schema::{Towers, TypedParams};
+use crate::model::{Clip, ClipTokenizer, Tower};
 use crate::plan::{JobSpec, StageKind};
 use serde_json::Value as Json;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,28 @@ use tch::{Device, Tensor};
 
 /// The artifact directory of a fine-tuned vision tower inside a finetune entry.
 pub const VISION_ARTIFACT: &str = "vision";
+
+/// The towers a `towers` parameter names; `both` is text then vision (Slide-CLIP's order; the
+/// towers are independent).
+pub fn towers(set: Towers) -> Vec<Tower> {
+    match set {
+        Towers::Both => vec![Tower::Text, Tower::Vision],
+        Towers::Vision => vec![Tower::Vision],
+        Towers::Text => vec![Tower::Text],
+    }
+}
+
+/// A stage's typed parameters from the job (`key` of its params): the planner filled every
+/// default in, so a missing or unknown key means the spec was written by another version.
+pub fn params<T: TypedParams>(job: &JobSpec, key: &str) -> Result<T, StageError> {
+    T::decode(&job.params[key]).map_err(|e| StageError::BadJob {
+        path: job.results_dir.clone(),
+        reason: format!(
+            "{} job {}: {e}; re-plan with this version of orchestrate",
+            job.kind, job.key
+        ),
+    })
+}
 
 /// Sets libtorch's and rayon's thread counts and returns the job's device.
 pub fn device(job: &JobSpec) -> Result<Device, StageError> {
@@ -229,9 +252,18 @@ impl Dataset {
         self.options[k].as_str().unwrap_or(d).to_string()
     }
 
-    /// Opens a split and the prompts that name its classes, checked against its labels.
+    /// Opens a split, every image loaded, and the prompts that name its classes, checked against
+    /// its labels.
     pub fn open(&self, train: bool) -> Result<(ImageSet, Prompts), StageError> {
-        let set = ImageSet::open(&self.source, &self.split_name(train))?;
+        let (mut set, prompts) = self.open_labels(train)?;
+        set.load(&(0..set.len()).collect::<Vec<_>>())?;
+        Ok((set, prompts))
+    }
+
+    /// As [`Dataset::open`], with no image loaded: a stage that uses a sample of the split
+    /// [`ImageSet::load`]s just those rows.
+    pub fn open_labels(&self, train: bool) -> Result<(ImageSet, Prompts), StageError> {
+        let set = ImageSet::open_labels(&self.source, &self.split_name(train))?;
         let prompts = match (&self.prompts, &set.found_classnames) {
             (Some(p), _) => p.clone(),
             (None, Some(found)) => Prompts {

@@ -8,24 +8,22 @@ use super::{StageError, StageOutput};
 use crate::analysis::metrics;
 use crate::cache::{Cache, EntryBuilder};
 use crate::data::loader;
+use crate::manifest::schema::{EvaluateParams, Precision};
 use crate::model::{Clip, zeroshot};
 use crate::plan::JobSpec;
 use serde_json::json;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-fn precision(job: &JobSpec, device: Device) -> Result<Kind, StageError> {
-    let p = job.params["evaluate"]["precision"]
-        .as_str()
-        .unwrap_or("fp32");
-    let kind = match p {
-        "bf16" => Kind::BFloat16,
-        "fp16" => Kind::Half,
-        _ => Kind::Float,
+fn precision(p: &EvaluateParams, device: Device) -> Result<Kind, StageError> {
+    let (kind, name) = match p.precision {
+        Precision::Bf16 => (Kind::BFloat16, "bf16"),
+        Precision::Fp16 => (Kind::Half, "fp16"),
+        Precision::Fp32 => (Kind::Float, "fp32"),
     };
     if kind != Kind::Float && device == Device::Cpu {
         return Err(StageError::Failed(format!(
-            "precision \"{p}\" needs a GPU; this stage runs on the CPU (set [stages.evaluate] precision = \"fp32\" or give it a CUDA device)"
+            "precision \"{name}\" needs a GPU; this stage runs on the CPU (set [stages.evaluate] precision = \"fp32\" or give it a CUDA device)"
         )));
     }
     Ok(kind)
@@ -37,10 +35,11 @@ pub fn run(
     _builder: &EntryBuilder,
 ) -> Result<StageOutput, StageError> {
     let device = context::device(job)?;
-    let kind = precision(job, device)?;
+    let params: EvaluateParams = context::params(job, "evaluate")?;
+    let kind = precision(&params, device)?;
     let mut model = context::load_model(job, cache, device)?;
     model.vs.set_kind(kind);
-    let batch = job.params["evaluate"]["batch_size"].as_u64().unwrap_or(256) as usize;
+    let batch = params.batch_size;
     if job.params["dataset"]["kind"].as_str() == Some("retrieval") {
         return retrieval(job, &model, kind, batch);
     }

@@ -8,6 +8,7 @@ use super::context::{self, Dataset, VISION_ARTIFACT};
 use super::{StageError, StageOutput};
 use crate::cache::{Cache, EntryBuilder};
 use crate::data::loader;
+use crate::manifest::schema::FinetuneParams;
 use crate::model::zeroshot;
 use crate::plan::JobSpec;
 use crate::train::schedule;
@@ -19,19 +20,18 @@ use std::time::Instant;
 use tch::nn::OptimizerConfig;
 use tch::{Kind, Tensor, nn};
 
+/// The fine-tuned tower's weights, which the retention policy may drop (`keep_pruned`).
+pub const FINETUNED_WEIGHTS: &str = "vision/model.safetensors";
+
 pub fn run(
     job: &JobSpec,
     cache: &Cache,
     builder: &EntryBuilder,
 ) -> Result<StageOutput, StageError> {
     let device = context::device(job)?;
-    let p = &job.params["train"];
-    let steps = p["steps"].as_u64().unwrap_or(4000);
-    let batch = p["batch_size"].as_u64().unwrap_or(128) as usize;
-    let lr = p["lr"].as_f64().unwrap_or(1e-5);
-    let wd = p["weight_decay"].as_f64().unwrap_or(0.1);
-    let warmup = p["warmup_steps"].as_u64().unwrap_or(500).min(steps);
-    let seed = p["seed"].as_u64().unwrap_or(0);
+    let p: FinetuneParams = context::params(job, "train")?;
+    let (steps, batch, lr, wd, seed) = (p.steps, p.batch_size, p.lr, p.weight_decay, p.seed);
+    let warmup = p.warmup_steps.min(steps);
     tch::manual_seed(seed as i64);
 
     let mut model = context::load_model(job, cache, device)?;
@@ -115,6 +115,7 @@ pub fn run(
             "loss_curve": losses.iter().step_by(stride).collect::<Vec<_>>(),
             "images_per_second": order.len() as f64 / seconds.max(1e-9),
         }),
-        transient: vec![],
+        // The tower's weights (a whole vision model); its config and the metrics stay.
+        transient: vec![FINETUNED_WEIGHTS],
     })
 }

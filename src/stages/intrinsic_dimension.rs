@@ -16,8 +16,9 @@ use crate::analysis::twonn::{self, Estimator};
 use crate::cache::{Cache, EntryBuilder};
 use crate::data::retrieval::RetrievalSet;
 use crate::data::{DataError, ImageSet, Prompts};
+use crate::manifest::schema::{EstimatorName, IntrinsicDimensionParams, Representation};
+use crate::model::Tower;
 use crate::plan::JobSpec;
-use crate::prune::Tower;
 use image::RgbImage;
 use serde_json::{Value as Json, json};
 use std::time::Instant;
@@ -28,25 +29,24 @@ pub fn run(
     _builder: &EntryBuilder,
 ) -> Result<StageOutput, StageError> {
     let device = context::device(job)?;
-    let p = &job.params["measure"];
-    let n = p["n"].as_u64().unwrap_or(2000) as usize;
-    let seed = p["seed"].as_u64().unwrap_or(0);
-    let mut towers = Tower::parse_set(p["towers"].as_str().unwrap_or("vision"))
-        .ok_or_else(|| StageError::Failed("unknown `towers`".into()))?;
+    let p: IntrinsicDimensionParams = context::params(job, "measure")?;
+    let (n, seed) = (p.n, p.seed);
+    let mut towers = context::towers(p.towers);
     // Vision first: the layout of the reference's ID vector (§1.4).
     towers.sort_by_key(|t| *t != Tower::Vision);
-    let pooling_name = p["representation"].as_str().unwrap_or("token");
-    let pooling = Pooling::parse(pooling_name)
-        .ok_or_else(|| StageError::Failed(format!("unknown representation `{pooling_name}`")))?;
-    let estimator_name = p["estimator"].as_str().unwrap_or("reference");
-    let estimator = match estimator_name {
-        "idvl" => Estimator::Idvl { seed },
-        _ => Estimator::Reference {
-            fraction: p["fraction"].as_f64().unwrap_or(0.9),
+    let pooling = match p.representation {
+        Representation::Token => Pooling::Token,
+        Representation::Mean => Pooling::Mean,
+        Representation::Sequence => Pooling::Sequence,
+    };
+    let estimator = match p.estimator {
+        EstimatorName::Idvl => Estimator::Idvl { seed },
+        EstimatorName::Reference => Estimator::Reference {
+            fraction: p.fraction,
         },
     };
     let model = context::load_model(job, cache, device)?;
-    let samples = Samples::open(job)?;
+    let mut samples = Samples::open(job)?;
 
     let mut out = Vec::new();
     for tower in towers {
@@ -54,10 +54,12 @@ pub fn run(
         let mut layers = Vec::new();
         let mut measure = |layer: usize, features: tch::Tensor| -> Result<(), StageError> {
             let m = twonn::measure(&features, estimator).map_err(|e| {
-                StageError::Failed(format!(
-                    "{} layer {layer}: {e}; the representations collapse (try representation = \"sequence\" or more samples)",
-                    tower.name()
-                ))
+                let hint = if e.is_collapse() {
+                    "; the representations collapse (try representation = \"sequence\" or more samples)"
+                } else {
+                    ""
+                };
+                StageError::Failed(format!("{} layer {layer}: {e}{hint}", tower.name()))
             })?;
             layers.push(json!({
                 "layer": layer,
@@ -70,9 +72,10 @@ pub fn run(
             }));
             Ok(())
         };
-        let samples = match tower {
+        let measured = match tower {
             Tower::Vision => {
                 let indices = draw(samples.images(), n.min(samples.images()), seed);
+                samples.load(&indices)?;
                 let pre = context::preprocessor(job, &model)?;
                 let px = pre.batch(&indices, |i| samples.image(i))?;
                 let pixels = context::pixels(&px, indices.len(), &pre, device, tch::Kind::Float);
@@ -88,7 +91,7 @@ pub fn run(
         };
         out.push(json!({
             "tower": tower.name(),
-            "samples": samples,
+            "samples": measured,
             "seconds": clock.elapsed().as_secs_f64(),
             "layers": layers,
         }));
@@ -96,8 +99,8 @@ pub fn run(
     Ok(StageOutput {
         metrics: json!({
             "split": samples.split,
-            "representation": pooling_name,
-            "estimator": estimator_name,
+            "representation": p.representation,
+            "estimator": p.estimator,
             "towers": out,
             "summary": summary(&out),
         }),
@@ -131,7 +134,7 @@ impl Samples {
             });
         }
         let dataset = Dataset::from_job(job)?;
-        let (set, prompts) = dataset.open(true)?;
+        let (set, prompts) = dataset.open_labels(true)?;
         Ok(Samples {
             split: dataset.split_name(true),
             source: Source::Classification(set, prompts),
@@ -142,6 +145,14 @@ impl Samples {
         match &self.source {
             Source::Classification(set, _) => set.len(),
             Source::Retrieval(set) => set.images.len(),
+        }
+    }
+
+    /// Reads the images that will be measured.
+    fn load(&mut self, indices: &[usize]) -> Result<(), DataError> {
+        match &mut self.source {
+            Source::Classification(set, _) => set.load(indices),
+            Source::Retrieval(_) => Ok(()),
         }
     }
 

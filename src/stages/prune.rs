@@ -1,20 +1,91 @@
-//! Prune stage: loads the point's model (and its calibration pairs), runs the method over the
-//! chosen towers, and stores masks (+ surviving weights for methods that update them), achieved
-//! sparsity per layer, per tower and overall, and timings. SLS stores the vision depth it chose
-//! and the silhouette of every block its scan reached.
+//! Prune stage: loads the point's model (and its calibration pairs when the method reads them),
+//! runs the registered method ([`super::methods`]), and stores the artifact the method declares
+//! — with `artifact.json` naming its kind, so applying it never guesses — plus its metrics:
+//! achieved sparsity per layer, tower and overall, timings, and the documented deviations that
+//! apply to this point.
 
 use super::context::{self, calibration_dir};
-use super::{StageError, StageOutput, calibrate};
-use crate::analysis::tsne;
-use crate::cache::{Cache, EntryBuilder};
-use crate::model::Clip;
-use crate::plan::JobSpec;
-use crate::prune::{
-    self, Calibration, Method, Outcome, Pattern, Tower, artifact, depth, slide, sparsegpt,
-};
+use super::{StageError, StageOutput, calibrate, methods};
+use crate::cache::{Cache, EntryBuilder, Lookup};
+use crate::manifest::schema::MethodInput;
+use crate::model::{Clip, Tower};
+use crate::plan::{JobSpec, StageKind};
+use crate::prune::{Calibration, Outcome, Pattern, artifact, depth, sparsegpt};
 use serde_json::{Value as Json, json};
 use std::collections::BTreeMap;
-use tch::{Kind, Tensor};
+use tch::Kind;
+
+/// What a method works on: the job, the loaded model, and its calibration when it reads one.
+pub struct Pruning<'a> {
+    pub job: &'a JobSpec,
+    pub model: Clip,
+    calibration: Option<(calibrate::Pairs, Calibration)>,
+}
+
+impl Pruning<'_> {
+    /// The calibration pairs as the model takes them.
+    pub fn calibration(&self) -> Result<&Calibration, StageError> {
+        self.calibration
+            .as_ref()
+            .map(|(_, c)| c)
+            .ok_or_else(|| StageError::Failed("this method needs a calibration upstream".into()))
+    }
+
+    /// The calibration images' class labels.
+    pub fn labels(&self) -> Result<&[i64], StageError> {
+        self.calibration
+            .as_ref()
+            .map(|(p, _)| p.labels.as_slice())
+            .ok_or_else(|| StageError::Failed("this method needs a calibration upstream".into()))
+    }
+
+    /// The grid's sparsity as a weight pattern: `"0.5"` or `"2:4"`.
+    pub fn pattern(&self) -> Result<Pattern, StageError> {
+        let s = self.job.params["sparsity"].as_str().unwrap_or_default();
+        parse_pattern(s).ok_or_else(|| StageError::Failed(format!("bad sparsity `{s}`")))
+    }
+}
+
+/// What a method produced, by the artifact kind it declares.
+pub enum Pruned {
+    Masks {
+        outcome: Outcome,
+        pattern: Pattern,
+        /// SparseGPT's requested block size, for methods that have one.
+        blocksize: Option<i64>,
+        /// Method-specific documented deviations that apply.
+        deviations: Vec<&'static str>,
+    },
+    Depth {
+        selection: depth::Selection,
+        alpha: f64,
+    },
+}
+
+impl Pruned {
+    pub fn masks(outcome: Outcome, pattern: Pattern) -> Self {
+        Pruned::Masks {
+            outcome,
+            pattern,
+            blocksize: None,
+            deviations: vec![],
+        }
+    }
+
+    pub fn with_blocksize(mut self, b: i64) -> Self {
+        if let Pruned::Masks { blocksize, .. } = &mut self {
+            *blocksize = Some(b);
+        }
+        self
+    }
+
+    pub fn with_deviation(mut self, d: &'static str) -> Self {
+        if let Pruned::Masks { deviations, .. } = &mut self {
+            deviations.push(d);
+        }
+        self
+    }
+}
 
 /// `"0.5"` or `"2:4"`.
 pub fn parse_pattern(s: &str) -> Option<Pattern> {
@@ -27,144 +98,154 @@ pub fn parse_pattern(s: &str) -> Option<Pattern> {
     }
 }
 
-/// The method and towers of a prune job's `method` + `params`.
-pub fn method(job: &JobSpec) -> Result<(Method, Vec<Tower>), StageError> {
-    let p = &job.params["params"];
-    let f = |k: &str, d: f64| p[k].as_f64().unwrap_or(d);
-    let u = |k: &str, d: u64| p[k].as_u64().unwrap_or(d);
-    let sg = sparsegpt::Settings {
-        blocksize: u("blocksize", 128) as i64,
-        percdamp: f("percdamp", 0.01),
-    };
-    let slide = slide::Settings {
-        sparsegpt: sg,
-        epochs: u("epochs", 5) as usize,
-        lr: f("lr", 1e-5),
-        weight_decay: f("weight_decay", 0.01),
-        threshold: f("threshold", 0.01),
-    };
-    let kind = job.params["method"].as_str().unwrap_or("");
-    let m = match kind {
-        "magnitude" => Method::Magnitude,
-        "wanda" => Method::Wanda,
-        "sparsegpt" => Method::SparseGpt(sg),
-        "slide" => Method::Slide(slide),
-        "slide-progressive" => Method::SlideProgressive(slide),
-        other => {
-            return Err(StageError::Failed(format!(
-                "unknown pruning method `{other}`"
-            )));
-        }
-    };
-    let towers = Tower::parse_set(p["towers"].as_str().unwrap_or("both"))
-        .ok_or_else(|| StageError::Failed(format!("bad `towers` value {}", p["towers"])))?;
-    Ok((m, towers))
-}
-
 pub fn run(
     job: &JobSpec,
     cache: &Cache,
     builder: &EntryBuilder,
 ) -> Result<StageOutput, StageError> {
     let device = context::device(job)?;
-    if job.params["method"].as_str() == Some("sls") {
-        return sls(job, cache, builder, device);
-    }
-    let sparsity = job.params["sparsity"].as_str().unwrap_or("");
-    let pattern = parse_pattern(sparsity)
-        .ok_or_else(|| StageError::Failed(format!("bad sparsity `{sparsity}`")))?;
-    let (method, towers) = method(job)?;
+    let name = job.params["method"].as_str().unwrap_or_default();
+    let method = methods::find(name).ok_or_else(|| {
+        StageError::Failed(format!(
+            "unknown pruning method `{name}`; re-plan the manifest with this version of orchestrate"
+        ))
+    })?;
     let model = context::load_model(job, cache, device)?;
-    let calib = match calibration(job, cache, &model)? {
-        Some((pairs, pixels)) => {
-            let tokens = context::tokenizer(job)?.encode(&pairs.captions, device)?;
-            Some(Calibration { pixels, tokens })
-        }
-        None => None,
+    let calibration = if method.spec.needs(MethodInput::Calibration) {
+        Some(calibration(job, cache, &model)?)
+    } else {
+        None
     };
-    let outcome = prune::prune(&model, calib.as_ref(), method, pattern, &towers)
-        .map_err(|e| StageError::Failed(format!("pruning failed: {e}")))?;
-    artifact::write(&model, &outcome, &builder.artifacts_dir())?;
+    let calibrated = calibration.is_some();
+    let mut p = Pruning {
+        job,
+        model,
+        calibration,
+    };
+    let clock = std::time::Instant::now();
+    let pruned = (method.prune)(&mut p, &job.params["params"])?;
+    let dir = builder.artifacts_dir();
+    let written = match &pruned {
+        Pruned::Masks { .. } => artifact::Kind::Masks,
+        Pruned::Depth { .. } => artifact::Kind::Depth,
+    };
+    if written != method.artifact {
+        return Err(StageError::Failed(format!(
+            "method `{name}` declares {:?} artifacts but produced {written:?} (a bug in orchestrate)",
+            method.artifact
+        )));
+    }
+    let metrics = match pruned {
+        Pruned::Masks {
+            outcome,
+            pattern,
+            blocksize,
+            deviations: own,
+        } => {
+            artifact::write(&p.model, &outcome, &dir)?;
+            let mut metrics = mask_metrics(&outcome, pattern, blocksize);
+            let towers: Vec<Tower> = outcome.seconds.iter().map(|(t, _)| *t).collect();
+            metrics["deviations"] = json!(deviations(
+                calibrated,
+                &towers,
+                blocksize.is_some_and(|b| sparsegpt::effective_blocksize(b, pattern) != b),
+                &own,
+                calibration_drawn(job, cache),
+            ));
+            metrics
+        }
+        Pruned::Depth { selection, alpha } => {
+            artifact::write_depth(&dir, selection.depth)?;
+            depth_metrics(&p, &selection, alpha, clock.elapsed().as_secs_f64())
+        }
+    };
     Ok(StageOutput {
-        metrics: metrics(&outcome, pattern, method),
-        transient: vec![],
+        metrics,
+        // The surviving values (half a model and more); the 1-bit masks stay.
+        transient: vec![artifact::WEIGHTS],
     })
 }
 
-/// The upstream calibration, if any: its pairs and their normalised pixels on the model's device.
+/// Whether the upstream calibration drew its samples by seed (rather than an explicit list).
+fn calibration_drawn(job: &JobSpec, cache: &Cache) -> bool {
+    let calibrate = job.upstream.iter().find(|u| u.kind == StageKind::Calibrate);
+    calibrate.is_some_and(|u| match cache.lookup(&u.key, false) {
+        Lookup::Done(r) => r.params.get("indices").is_none_or(Json::is_null),
+        _ => false,
+    })
+}
+
+/// The project's documented departures from the reference code (spec pruning-unstructured.md
+/// §13) that apply to this point, and only those.
+fn deviations(
+    calibrated: bool,
+    towers: &[Tower],
+    blocksize_rounded: bool,
+    method_specific: &[&'static str],
+    drawn: bool,
+) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if calibrated && towers.contains(&Tower::Text) {
+        out.push("text padding masked (Decision 1)");
+    }
+    if blocksize_rounded {
+        out.push("n:m block size rounded to a multiple of m (Decision 2)");
+    }
+    out.extend_from_slice(method_specific);
+    if drawn {
+        out.push("seeded calibration sampling (Decision 4)");
+    }
+    out
+}
+
+/// The upstream calibration: its pairs, normalised pixels and tokenised captions on the model's
+/// device.
 fn calibration(
     job: &JobSpec,
     cache: &Cache,
     model: &Clip,
-) -> Result<Option<(calibrate::Pairs, Tensor)>, StageError> {
-    let Some(dir) = calibration_dir(job, cache) else {
-        return Ok(None);
-    };
+) -> Result<(calibrate::Pairs, Calibration), StageError> {
+    let dir = calibration_dir(job, cache)
+        .ok_or_else(|| StageError::Failed("this method needs a calibration upstream".into()))?;
     let (pairs, pixels) = calibrate::read(&dir)?;
     let pre = context::preprocessor(job, model)?;
     let bytes = Vec::<u8>::try_from(pixels.flatten(0, -1))?;
     let n = pairs.indices.len();
     let device = model.vs.device();
-    let px = context::pixels(&pre.normalize(&bytes), n, &pre, device, Kind::Float);
-    Ok(Some((pairs, px)))
+    let pixels = context::pixels(&pre.normalize(&bytes), n, &pre, device, Kind::Float);
+    let tokens = context::tokenizer(job)?.encode(&pairs.captions, device)?;
+    Ok((pairs, Calibration { pixels, tokens }))
 }
 
-/// SLS: the depth from the calibration images and their labels; the artifact is the depth.
-fn sls(
-    job: &JobSpec,
-    cache: &Cache,
-    builder: &EntryBuilder,
-    device: tch::Device,
-) -> Result<StageOutput, StageError> {
-    let p = &job.params["params"];
-    let settings = depth::Settings {
-        alpha: p["alpha"].as_f64().unwrap_or(0.3),
-        on_negative: match p["on_negative"].as_str() {
-            Some("keep-all") => depth::OnNegative::KeepAll,
-            _ => depth::OnNegative::Error,
-        },
-        tsne: tsne::Settings::default(),
-    };
-    let model = context::load_model(job, cache, device)?;
-    let (pairs, px) = calibration(job, cache, &model)?
-        .ok_or_else(|| StageError::Failed("the sls method needs a calibration upstream".into()))?;
-    let n = pairs.indices.len();
-    let clock = std::time::Instant::now();
-    let selection = depth::select(&model, &px, &pairs.labels, settings).map_err(|e| {
-        StageError::Failed(format!(
-            "SLS depth selection failed: {e}; set `on_negative = \"keep-all\"` to keep every block instead"
-        ))
-    })?;
-    artifact::write_depth(&builder.artifacts_dir(), selection.depth)?;
+/// SLS: the depth, the silhouette of every block the scan reached, and the fraction of the
+/// vision tower's prunable weights dropped with its blocks.
+fn depth_metrics(p: &Pruning, selection: &depth::Selection, alpha: f64, seconds: f64) -> Json {
     let (kept, all) = (selection.depth, selection.blocks);
     // Every Linear of a dropped block is gone: the fraction of the vision tower's prunable
     // weights removed is the fraction of its blocks dropped.
-    let layer_weights: i64 = model.vision.layers[0]
+    let layer_weights: i64 = p.model.vision.layers[0]
         .linears()
         .iter()
         .map(|(_, l)| l.ws.numel() as i64)
         .sum();
     let removed = (all - kept) as i64 * layer_weights;
     let total = all as i64 * layer_weights;
-    Ok(StageOutput {
-        metrics: json!({
-            "depth": kept,
-            "blocks": all,
-            "alpha": settings.alpha,
-            "silhouette": selection.scores.iter().map(|(b, s)| json!({"block": b, "score": s})).collect::<Vec<_>>(),
-            "achieved_sparsity": removed as f64 / total as f64,
-            "pruned_weights": removed,
-            "prunable_weights": total,
-            "tower_seconds": { "vision": clock.elapsed().as_secs_f64() },
-            "samples": n,
-        }),
-        transient: vec![],
+    json!({
+        "depth": kept,
+        "blocks": all,
+        "alpha": alpha,
+        "silhouette": selection.scores.iter().map(|(b, s)| json!({"block": b, "score": s})).collect::<Vec<_>>(),
+        "achieved_sparsity": removed as f64 / total as f64,
+        "pruned_weights": removed,
+        "prunable_weights": total,
+        "tower_seconds": { "vision": seconds },
+        "samples": p.labels().map_or(0, <[i64]>::len),
     })
 }
 
 /// Achieved sparsity (pruned entries over the six Linear weights) per layer, tower and overall,
 /// timings, and Slide-CLIP's distillation epochs.
-fn metrics(outcome: &Outcome, pattern: Pattern, method: Method) -> Json {
+fn mask_metrics(outcome: &Outcome, pattern: Pattern, blocksize: Option<i64>) -> Json {
     // (tower, layer) → (pruned, total)
     let mut layers: BTreeMap<(String, usize), (i64, i64)> = BTreeMap::new();
     for m in &outcome.matrices {
@@ -189,12 +270,7 @@ fn metrics(outcome: &Outcome, pattern: Pattern, method: Method) -> Json {
     }
     let (pruned, total) = towers.values().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     let ratio = |p: i64, t: i64| p as f64 / t.max(1) as f64;
-    let blocksize = match method {
-        Method::SparseGpt(s) => Some(s.blocksize),
-        Method::Slide(s) | Method::SlideProgressive(s) => Some(s.sparsegpt.blocksize),
-        _ => None,
-    }
-    .map(|b| sparsegpt::effective_blocksize(b, pattern));
+    let blocksize = blocksize.map(|b| sparsegpt::effective_blocksize(b, pattern));
     json!({
         "achieved_sparsity": ratio(pruned, total),
         "pruned_weights": pruned,
@@ -210,6 +286,44 @@ fn metrics(outcome: &Outcome, pattern: Pattern, method: Method) -> Json {
         "distillation": outcome.epochs.iter().map(|e| json!({
             "tower": e.tower.name(), "pass": e.pass, "layer": e.layer, "epochs": e.epochs, "last_loss": e.last_loss,
         })).collect::<Vec<_>>(),
-        "deviations": "text padding masked (Decision 1); n:m block size rounded to a multiple of m (Decision 2); early stop on the true epoch mean (Decision 3); seeded calibration sampling (Decision 4)",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_deviations_that_apply_are_recorded() {
+        let both = [Tower::Text, Tower::Vision];
+        assert!(deviations(false, &both, false, &[], false).is_empty());
+        assert_eq!(
+            deviations(true, &[Tower::Vision], false, &[], true),
+            ["seeded calibration sampling (Decision 4)"]
+        );
+        assert_eq!(
+            deviations(true, &both, false, &[], false),
+            ["text padding masked (Decision 1)"]
+        );
+        assert_eq!(
+            deviations(
+                true,
+                &[Tower::Vision],
+                true,
+                &["early stop on the true epoch mean (Decision 3)"],
+                false
+            ),
+            [
+                "n:m block size rounded to a multiple of m (Decision 2)",
+                "early stop on the true epoch mean (Decision 3)"
+            ]
+        );
+        // 4:8 rounds the block size 250 down to 248; unstructured leaves it.
+        let nm = Pattern::NM { n: 4, m: 8 };
+        assert_ne!(sparsegpt::effective_blocksize(250, nm), 250);
+        assert_eq!(
+            sparsegpt::effective_blocksize(250, Pattern::Unstructured(0.5)),
+            250
+        );
+    }
 }

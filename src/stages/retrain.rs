@@ -15,9 +15,9 @@ use super::context::{self, Dataset};
 use super::{StageError, StageOutput};
 use crate::analysis::metrics;
 use crate::cache::{Cache, EntryBuilder};
-use crate::model::{Clip, weights, zeroshot};
+use crate::manifest::schema::{Head, RetrainParams, Schedule, Trainable};
+use crate::model::{Clip, Tower, layerwise, weights, zeroshot};
 use crate::plan::JobSpec;
-use crate::prune::{Tower, sequential};
 use crate::train::AdamW;
 use crate::train::convpass::{self, Adapters, Classifier};
 use crate::train::schedule;
@@ -37,22 +37,13 @@ pub fn run(
     builder: &EntryBuilder,
 ) -> Result<StageOutput, StageError> {
     let device = context::device(job)?;
-    let p = &job.params["train"];
-    let trainable = p["trainable"]
-        .as_str()
-        .unwrap_or("head+convpass")
-        .to_string();
-    let linear_head = p["head"].as_str() != Some("zero-shot");
-    let epochs = p["epochs"].as_u64().unwrap_or(100) as usize;
-    let lr = p["lr"].as_f64().unwrap_or(1e-5);
-    let min_lr = p["min_lr"].as_f64().unwrap_or(1e-5);
-    let wd = p["weight_decay"].as_f64().unwrap_or(1e-4);
-    let batch = p["batch_size"].as_u64().unwrap_or(64) as usize;
-    let cosine = p["schedule"].as_str() == Some("warmup-cosine");
-    let warmup = p["warmup_epochs"].as_f64().unwrap_or(10.0);
-    let train_size = p["train_size"].as_u64().unwrap_or(1000) as usize;
-    let eval_every = p["eval_every"].as_u64().unwrap_or(1).max(1) as usize;
-    let seed = p["seed"].as_u64().unwrap_or(0);
+    let p: RetrainParams = context::params(job, "train")?;
+    let trainable = p.trainable;
+    let linear_head = p.head == Head::Linear;
+    let (epochs, lr, min_lr, wd, batch) = (p.epochs, p.lr, p.min_lr, p.weight_decay, p.batch_size);
+    let cosine = p.schedule == Schedule::WarmupCosine;
+    let (warmup, train_size, eval_every, seed) =
+        (p.warmup_epochs, p.train_size, p.eval_every, p.seed);
     tch::manual_seed(seed as i64);
 
     let model = context::load_model(job, cache, device)?;
@@ -66,15 +57,21 @@ pub fn run(
     let extra = nn::VarStore::new(device);
     let root = extra.root();
     let classifier = linear_head.then(|| Classifier::from_zero_shot(&root, &head));
-    let adapters = match trainable.as_str() {
-        "head+convpass" => {
-            let (scale, xavier) = convpass_settings(job)?;
+    let adapters = match (trainable, p.convpass_scale, p.convpass_xavier) {
+        (Trainable::HeadConvpass, Some(scale), Some(xavier)) => {
             Some(Adapters::new(&root, &model, scale, xavier))
+        }
+        // The planner fills the VTAB-1k values of built-in datasets and refuses a manifest that
+        // leaves them unknown.
+        (Trainable::HeadConvpass, _, _) => {
+            return Err(StageError::Failed(
+                "Convpass needs `convpass_scale` and `convpass_xavier` in [stages.retrain]".into(),
+            ));
         }
         _ => None,
     };
     let mut params: Vec<(String, Tensor)> = extra.variables().into_iter().collect();
-    params.extend(model_params(&model, &trainable));
+    params.extend(model_params(&model, trainable));
     params.sort_by(|a, b| a.0.cmp(&b.0));
     for (_, t) in &params {
         let _ = t.shallow_clone().set_requires_grad(true);
@@ -230,15 +227,15 @@ pub fn run(
 }
 
 /// The model's own tensors a trainable set names (the classifier and adapters live apart).
-fn model_params(model: &Clip, trainable: &str) -> Vec<(String, Tensor)> {
+fn model_params(model: &Clip, trainable: Trainable) -> Vec<(String, Tensor)> {
     let vars = model.vs.variables();
     let keep = |name: &str| match trainable {
-        "head+layernorm" => {
+        Trainable::HeadLayerNorm => {
             name.starts_with("vision_model.")
                 && (name.contains("layer_norm") || name.contains("post_layernorm"))
         }
-        "vision" => name.starts_with("vision_model."),
-        _ => false,
+        Trainable::Vision => name.starts_with("vision_model."),
+        Trainable::Head | Trainable::HeadConvpass => false,
     };
     vars.into_iter().filter(|(name, _)| keep(name)).collect()
 }
@@ -247,10 +244,10 @@ fn model_params(model: &Clip, trainable: &str) -> Vec<(String, Tensor)> {
 fn encoder_linears(model: &Clip) -> Vec<(String, Tensor)> {
     let mut out = Vec::new();
     for tower in [Tower::Vision, Tower::Text] {
-        for (i, layer) in sequential::layers(model, tower).iter().enumerate() {
+        for (i, layer) in layerwise::layers(model, tower).iter().enumerate() {
             for (name, linear) in layer.linears() {
                 out.push((
-                    sequential::weight_name(tower, i, name),
+                    crate::prune::sequential::weight_name(tower, i, name),
                     linear.ws.shallow_clone(),
                 ));
             }
@@ -264,16 +261,4 @@ fn count_encoder_zeros(model: &Clip) -> i64 {
         .iter()
         .map(|(_, w)| w.eq(0.0).sum(Kind::Int64).int64_value(&[]))
         .sum()
-}
-
-/// The Convpass scale and Xavier flag (the planner fills the VTAB-1k values of built-in
-/// datasets and refuses a manifest that leaves them unknown).
-fn convpass_settings(job: &JobSpec) -> Result<(f64, bool), StageError> {
-    let p = &job.params["train"];
-    match (p["convpass_scale"].as_f64(), p["convpass_xavier"].as_bool()) {
-        (Some(s), Some(x)) => Ok((s, x)),
-        _ => Err(StageError::Failed(
-            "Convpass needs `convpass_scale` and `convpass_xavier` in [stages.retrain]".into(),
-        )),
-    }
 }

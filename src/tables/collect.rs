@@ -220,14 +220,18 @@ fn row(
         nodes.prune,
         nodes.retrain,
         nodes.evaluate,
+        nodes.intrinsic_dimension,
     ];
     let failure = chain.iter().flatten().find_map(|&n| {
         cache
             .failure(&plan.nodes[n].key)
             .map(|f| (plan.nodes[n].kind.name().to_string(), f.log))
     });
-    // Done when evaluated and, with retraining, retrained.
-    let complete = eval.is_some() && (nodes.retrain.is_none() || retrain.is_some());
+    // Done when every stage of the point is: evaluated, and retrained and measured when the
+    // manifest asks for it. (The ID table, `status` and the exit code agree with this.)
+    let complete = eval.is_some()
+        && (nodes.retrain.is_none() || retrain.is_some())
+        && (nodes.intrinsic_dimension.is_none() || measured.is_some());
     let status = match (complete, &failure) {
         (true, _) => RowStatus::Done,
         (false, Some(_)) => RowStatus::Failed,

@@ -126,9 +126,7 @@ pub fn image_features(
         let a = layer.layer_norm1.forward(&x);
         x = &x + layer.self_attn.forward(&a, None) + attn.forward(&a, train) * adapters.scale;
         let m = layer.layer_norm2.forward(&x);
-        x = &x
-            + layer.mlp.fc2.forward(&layer.mlp.hidden(&m))
-            + mlp.forward(&m, train) * adapters.scale;
+        x = &x + layer.mlp.output(&layer.mlp.hidden(&m)) + mlp.forward(&m, train) * adapters.scale;
     }
     model.visual_projection.forward(&model.vision.pool(&x))
 }

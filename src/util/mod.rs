@@ -2,6 +2,7 @@
 //!
 //! Invariant: nothing here imports another module of the crate.
 
+pub mod clip_config;
 pub mod fsx;
 pub mod hash;
 pub mod hf;

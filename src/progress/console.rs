@@ -1,11 +1,9 @@
-//! Reporters: consumers of run events. A progress bar on a terminal, plain lines otherwise,
-//! and a JSON-lines event log in the run directory. They never touch scheduler state.
+//! The console reporter: a progress bar on a terminal, plain lines otherwise.
 
 use crate::exec::Event;
 use crate::util::fsx::human_bytes;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::io::IsTerminal;
 
 pub struct Console {
     bar: Option<ProgressBar>,
@@ -147,21 +145,5 @@ impl Console {
 impl Default for Console {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// Appends every event as one JSON line to `events.jsonl`.
-pub struct EventLog(Option<std::fs::File>);
-
-impl EventLog {
-    pub fn create(path: &Path) -> Self {
-        Self(std::fs::File::create(path).ok())
-    }
-
-    pub fn handle(&mut self, event: &Event) {
-        if let Some(f) = &mut self.0 {
-            let _ = serde_json::to_writer(&mut *f, event);
-            let _ = f.write_all(b"\n");
-        }
     }
 }

@@ -1,12 +1,29 @@
 //! A serde mirror of Hugging Face's `config.json` for CLIP (`CLIPConfig`) and for vision-only
 //! checkpoints (`CLIPVisionConfig`), with transformers' defaults and its legacy
 //! `text_config_dict` / `vision_config_dict` override rule (spec clip.md §3).
+//!
+//! Pure data, no libtorch: the planner reads it to reject a model that cannot be pruned as asked
+//! (no layers, widths an n:m pattern does not divide) before anything runs, and the model
+//! (`crate::model::config`, a re-export) builds its towers from it.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 use std::path::Path;
 
-use super::ModelError;
+/// A `config.json` that cannot be read or describes no usable CLIP.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Invalid {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -28,6 +45,8 @@ pub struct TextConfig {
     pub bos_token_id: Option<i64>,
     pub eos_token_id: Option<i64>,
     pub pad_token_id: Option<i64>,
+    /// Per-layer shapes of a structurally pruned tower (`None`: every layer as above).
+    pub layer_shapes: Option<Vec<LayerShape>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +60,106 @@ pub struct VisionConfig {
     pub num_channels: i64,
     pub hidden_act: Activation,
     pub layer_norm_eps: f64,
+    /// Per-layer shapes of a structurally pruned tower (`None`: every layer as above).
+    pub layer_shapes: Option<Vec<LayerShape>>,
+}
+
+/// One encoder layer's shape. A structurally pruned model has its own per layer: any number of
+/// attention heads (0: the attention branch adds only `out_proj`'s bias), any head dimension,
+/// any MLP width (0: the MLP adds only `fc2`'s bias). `attention_scale` replaces attention's
+/// `1/√head_dim` (UPop keeps the unpruned head's scale, spec §6e).
+///
+/// In `config.json` it is the project's extension `layer_shapes`, a list with one object per
+/// layer under `vision_config` / `text_config`; transformers ignores the key and cannot load
+/// such a model, whose weights have these shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerShape {
+    pub heads: i64,
+    pub head_dim: i64,
+    pub intermediate_size: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_scale: Option<f64>,
+}
+
+impl LayerShape {
+    /// The width of the attention's inner space (`q`, `k`, `v` outputs, `out_proj` input).
+    pub fn inner(&self) -> i64 {
+        self.heads * self.head_dim
+    }
+}
+
+/// The shape of every layer: the explicit list, or `layers` copies of the uniform shape.
+fn layer_shapes(
+    explicit: &Option<Vec<LayerShape>>,
+    layers: i64,
+    hidden: i64,
+    heads: i64,
+    intermediate: i64,
+) -> Vec<LayerShape> {
+    match explicit {
+        Some(list) => list.clone(),
+        None => (0..layers)
+            .map(|_| LayerShape {
+                heads,
+                head_dim: hidden / heads,
+                intermediate_size: intermediate,
+                attention_scale: None,
+            })
+            .collect(),
+    }
+}
+
+impl TextConfig {
+    pub fn shapes(&self) -> Vec<LayerShape> {
+        layer_shapes(
+            &self.layer_shapes,
+            self.num_hidden_layers,
+            self.hidden_size,
+            self.num_attention_heads,
+            self.intermediate_size,
+        )
+    }
+}
+
+impl VisionConfig {
+    pub fn shapes(&self) -> Vec<LayerShape> {
+        layer_shapes(
+            &self.layer_shapes,
+            self.num_hidden_layers,
+            self.hidden_size,
+            self.num_attention_heads,
+            self.intermediate_size,
+        )
+    }
+}
+
+/// An explicit shape list must have one valid entry per layer.
+fn check_shapes(
+    shapes: &Option<Vec<LayerShape>>,
+    layers: i64,
+    file: &Path,
+    s: &str,
+) -> Result<(), ConfigError> {
+    let Some(list) = shapes else { return Ok(()) };
+    let bad = |reason: String| ConfigError::Invalid {
+        path: file.to_path_buf(),
+        reason: format!("`{s}layer_shapes`: {reason}"),
+    };
+    if list.len() as i64 != layers {
+        return Err(bad(format!(
+            "{} entries for {layers} layers (`num_hidden_layers`)",
+            list.len()
+        )));
+    }
+    for (i, l) in list.iter().enumerate() {
+        if l.heads < 0 || l.intermediate_size < 0 || (l.heads > 0 && l.head_dim < 1) {
+            return Err(bad(format!(
+                "layer {i} has a negative or empty shape {l:?}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +184,7 @@ impl Default for TextConfig {
             bos_token_id: Some(49406),
             eos_token_id: Some(49407),
             pad_token_id: Some(1),
+            layer_shapes: None,
         }
     }
 }
@@ -81,6 +201,7 @@ impl Default for VisionConfig {
             num_channels: 3,
             hidden_act: Activation::QuickGelu,
             layer_norm_eps: 1e-5,
+            layer_shapes: None,
         }
     }
 }
@@ -100,11 +221,11 @@ fn take<T: serde::de::DeserializeOwned>(
     slot: &mut T,
     file: &Path,
     section: &str,
-) -> Result<(), ModelError> {
+) -> Result<(), ConfigError> {
     match obj.get(field) {
         None | Some(Json::Null) => Ok(()),
         Some(v) => {
-            *slot = serde_json::from_value(v.clone()).map_err(|e| ModelError::Config {
+            *slot = serde_json::from_value(v.clone()).map_err(|e| ConfigError::Invalid {
                 path: file.to_path_buf(),
                 reason: format!("`{section}{field}`: {e}"),
             })?;
@@ -118,7 +239,7 @@ fn activation(
     slot: &mut Activation,
     file: &Path,
     section: &str,
-) -> Result<(), ModelError> {
+) -> Result<(), ConfigError> {
     match obj.get("hidden_act").and_then(Json::as_str) {
         None => Ok(()),
         Some("quick_gelu") => {
@@ -129,7 +250,7 @@ fn activation(
             *slot = Activation::Gelu;
             Ok(())
         }
-        Some(other) => Err(ModelError::Config {
+        Some(other) => Err(ConfigError::Invalid {
             path: file.to_path_buf(),
             reason: format!(
                 "`{section}hidden_act` is \"{other}\"; supported: \"quick_gelu\", \"gelu\""
@@ -145,24 +266,28 @@ macro_rules! take_fields {
     };
 }
 
-fn text_from(obj: &Map<String, Json>, file: &Path, s: &str) -> Result<TextConfig, ModelError> {
+fn text_from(obj: &Map<String, Json>, file: &Path, s: &str) -> Result<TextConfig, ConfigError> {
     let mut c = TextConfig::default();
     take_fields!(obj, c, file, s; hidden_size, intermediate_size, num_hidden_layers,
         num_attention_heads, max_position_embeddings, vocab_size, layer_norm_eps, bos_token_id,
-        eos_token_id, pad_token_id);
+        eos_token_id, pad_token_id, layer_shapes);
     activation(obj, &mut c.hidden_act, file, s)?;
+    check_layers(c.num_hidden_layers, file, s)?;
     check_heads(c.hidden_size, c.num_attention_heads, file, s)?;
+    check_shapes(&c.layer_shapes, c.num_hidden_layers, file, s)?;
     Ok(c)
 }
 
-fn vision_from(obj: &Map<String, Json>, file: &Path, s: &str) -> Result<VisionConfig, ModelError> {
+fn vision_from(obj: &Map<String, Json>, file: &Path, s: &str) -> Result<VisionConfig, ConfigError> {
     let mut c = VisionConfig::default();
     take_fields!(obj, c, file, s; hidden_size, intermediate_size, num_hidden_layers,
-        num_attention_heads, image_size, patch_size, num_channels, layer_norm_eps);
+        num_attention_heads, image_size, patch_size, num_channels, layer_norm_eps, layer_shapes);
     activation(obj, &mut c.hidden_act, file, s)?;
+    check_layers(c.num_hidden_layers, file, s)?;
     check_heads(c.hidden_size, c.num_attention_heads, file, s)?;
+    check_shapes(&c.layer_shapes, c.num_hidden_layers, file, s)?;
     if c.patch_size <= 0 || c.image_size % c.patch_size != 0 {
-        return Err(ModelError::Config {
+        return Err(ConfigError::Invalid {
             path: file.to_path_buf(),
             reason: format!(
                 "`{s}image_size` {} is not a multiple of `patch_size` {}",
@@ -173,9 +298,19 @@ fn vision_from(obj: &Map<String, Json>, file: &Path, s: &str) -> Result<VisionCo
     Ok(c)
 }
 
-fn check_heads(hidden: i64, heads: i64, file: &Path, s: &str) -> Result<(), ModelError> {
+fn check_layers(layers: i64, file: &Path, s: &str) -> Result<(), ConfigError> {
+    if layers < 1 {
+        return Err(ConfigError::Invalid {
+            path: file.to_path_buf(),
+            reason: format!("`{s}num_hidden_layers` is {layers}; a tower needs at least one layer"),
+        });
+    }
+    Ok(())
+}
+
+fn check_heads(hidden: i64, heads: i64, file: &Path, s: &str) -> Result<(), ConfigError> {
     if heads <= 0 || hidden % heads != 0 {
-        return Err(ModelError::Config {
+        return Err(ConfigError::Invalid {
             path: file.to_path_buf(),
             reason: format!(
                 "`{s}hidden_size` {hidden} is not divisible by `num_attention_heads` {heads}"
@@ -185,18 +320,18 @@ fn check_heads(hidden: i64, heads: i64, file: &Path, s: &str) -> Result<(), Mode
     Ok(())
 }
 
-fn read_object(path: &Path) -> Result<Map<String, Json>, ModelError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io {
+fn read_object(path: &Path) -> Result<Map<String, Json>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
         path: path.to_path_buf(),
         source: e,
     })?;
     match serde_json::from_str::<Json>(&text) {
         Ok(Json::Object(m)) => Ok(m),
-        Ok(_) => Err(ModelError::Config {
+        Ok(_) => Err(ConfigError::Invalid {
             path: path.to_path_buf(),
             reason: "not a JSON object".into(),
         }),
-        Err(e) => Err(ModelError::Config {
+        Err(e) => Err(ConfigError::Invalid {
             path: path.to_path_buf(),
             reason: e.to_string(),
         }),
@@ -219,12 +354,12 @@ fn section(top: &Map<String, Json>, name: &str) -> Map<String, Json> {
 
 impl ClipConfig {
     /// Reads a full CLIP `config.json`.
-    pub fn read(path: &Path) -> Result<ClipConfig, ModelError> {
+    pub fn read(path: &Path) -> Result<ClipConfig, ConfigError> {
         let top = read_object(path)?;
         if let Some(kind) = top.get("model_type").and_then(Json::as_str)
             && kind != "clip"
         {
-            return Err(ModelError::Config {
+            return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
                 reason: format!(
                     "model_type is \"{kind}\", expected \"clip\" (a vision-only checkpoint goes in the model's `vision` key)"
@@ -251,7 +386,7 @@ impl ClipConfig {
 
     /// Reads a vision-only checkpoint's `config.json` (`CLIPVisionConfig`, or a full CLIP config
     /// whose vision section is used).
-    pub fn read_vision(path: &Path) -> Result<VisionConfig, ModelError> {
+    pub fn read_vision(path: &Path) -> Result<VisionConfig, ConfigError> {
         let top = read_object(path)?;
         if top.get("model_type").and_then(Json::as_str) == Some("clip") {
             return vision_from(&section(&top, "vision_config"), path, "vision_config.");
@@ -282,39 +417,53 @@ fn act_name(a: Activation) -> &'static str {
 }
 
 fn text_json(t: &TextConfig) -> Json {
-    serde_json::json!({
-        "model_type": "clip_text_model",
-        "hidden_size": t.hidden_size,
-        "intermediate_size": t.intermediate_size,
-        "num_hidden_layers": t.num_hidden_layers,
-        "num_attention_heads": t.num_attention_heads,
-        "max_position_embeddings": t.max_position_embeddings,
-        "vocab_size": t.vocab_size,
-        "hidden_act": act_name(t.hidden_act),
-        "layer_norm_eps": t.layer_norm_eps,
-        "bos_token_id": t.bos_token_id,
-        "eos_token_id": t.eos_token_id,
-        "pad_token_id": t.pad_token_id,
-        "projection_dim": Json::Null,
-    })
+    with_shapes(
+        &t.layer_shapes,
+        serde_json::json!({
+            "model_type": "clip_text_model",
+            "hidden_size": t.hidden_size,
+            "intermediate_size": t.intermediate_size,
+            "num_hidden_layers": t.num_hidden_layers,
+            "num_attention_heads": t.num_attention_heads,
+            "max_position_embeddings": t.max_position_embeddings,
+            "vocab_size": t.vocab_size,
+            "hidden_act": act_name(t.hidden_act),
+            "layer_norm_eps": t.layer_norm_eps,
+            "bos_token_id": t.bos_token_id,
+            "eos_token_id": t.eos_token_id,
+            "pad_token_id": t.pad_token_id,
+            "projection_dim": Json::Null,
+        }),
+    )
+}
+
+/// Adds `layer_shapes` to a tower's config object when the tower has per-layer shapes.
+fn with_shapes(shapes: &Option<Vec<LayerShape>>, mut json: Json) -> Json {
+    if let Some(list) = shapes {
+        json["layer_shapes"] = serde_json::to_value(list).expect("shapes serialise");
+    }
+    json
 }
 
 /// The `config.json` of a vision-only checkpoint (`CLIPVisionModel`).
 pub fn vision_json(v: &VisionConfig) -> Json {
-    serde_json::json!({
-        "architectures": ["CLIPVisionModel"],
-        "model_type": "clip_vision_model",
-        "hidden_size": v.hidden_size,
-        "intermediate_size": v.intermediate_size,
-        "num_hidden_layers": v.num_hidden_layers,
-        "num_attention_heads": v.num_attention_heads,
-        "image_size": v.image_size,
-        "patch_size": v.patch_size,
-        "num_channels": v.num_channels,
-        "hidden_act": act_name(v.hidden_act),
-        "layer_norm_eps": v.layer_norm_eps,
-        "torch_dtype": "float32",
-    })
+    with_shapes(
+        &v.layer_shapes,
+        serde_json::json!({
+            "architectures": ["CLIPVisionModel"],
+            "model_type": "clip_vision_model",
+            "hidden_size": v.hidden_size,
+            "intermediate_size": v.intermediate_size,
+            "num_hidden_layers": v.num_hidden_layers,
+            "num_attention_heads": v.num_attention_heads,
+            "image_size": v.image_size,
+            "patch_size": v.patch_size,
+            "num_channels": v.num_channels,
+            "hidden_act": act_name(v.hidden_act),
+            "layer_norm_eps": v.layer_norm_eps,
+            "torch_dtype": "float32",
+        }),
+    )
 }
 
 #[cfg(test)]
@@ -357,6 +506,35 @@ mod tests {
         let (_d, p) = write(r#"{"vision_config": {"patch_size": "big"}}"#);
         let e = ClipConfig::read(&p).unwrap_err().to_string();
         assert!(e.contains("vision_config.patch_size"), "{e}");
+        let (_d, p) = write(r#"{"text_config": {"num_hidden_layers": 0}}"#);
+        let e = ClipConfig::read(&p).unwrap_err().to_string();
+        assert!(e.contains("`text_config.num_hidden_layers` is 0"), "{e}");
+    }
+
+    #[test]
+    fn per_layer_shapes_round_trip_and_are_checked() {
+        let mut c = ClipConfig {
+            text: TextConfig::default(),
+            vision: VisionConfig::default(),
+            projection_dim: 512,
+            logit_scale_init_value: 2.6592,
+        };
+        let mut shapes = c.vision.shapes();
+        assert_eq!(shapes.len(), 12);
+        assert_eq!((shapes[0].heads, shapes[0].head_dim), (12, 64));
+        shapes[3].heads = 0;
+        shapes[5].intermediate_size = 0;
+        shapes[7].head_dim = 40;
+        shapes[7].attention_scale = Some(0.125);
+        c.vision.layer_shapes = Some(shapes.clone());
+        let (_d, p) = write(&c.to_json().to_string());
+        let read = ClipConfig::read(&p).unwrap();
+        assert_eq!(read, c);
+        assert_eq!(read.vision.shapes(), shapes);
+        c.vision.layer_shapes = Some(shapes[..5].to_vec());
+        let (_d, p) = write(&c.to_json().to_string());
+        let e = ClipConfig::read(&p).unwrap_err().to_string();
+        assert!(e.contains("5 entries for 12 layers"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,51 @@
+//! Magnitude: the smallest |W| of each pruned matrix (no data).
+
+use super::{Method, decode};
+use crate::manifest::schema::{
+    DefaultValue, MethodSpec, SparsityAxis, TOWER_CHOICES, Towers, TypedParams,
+};
+use crate::prune::artifact::Kind;
+use crate::prune::{over_towers, sequential};
+use crate::stages::StageError;
+use crate::stages::context::towers;
+use crate::stages::prune::{Pruned, Pruning};
+use serde_json::Value as Json;
+
+crate::params! {
+    pub struct Params {
+        /// which encoder towers are pruned
+        towers: Towers = (TOWER_CHOICES, DefaultValue::Str("both")),
+    }
+}
+
+pub const METHOD: Method = Method {
+    spec: MethodSpec {
+        name: "magnitude",
+        doc: "smallest |W| per layer",
+        params: Params::SPECS,
+        inputs: &[],
+        sparsity: SparsityAxis::Weights,
+    },
+    artifact: Kind::Masks,
+    prune,
+};
+
+fn prune(p: &mut Pruning, params: &Json) -> Result<Pruned, StageError> {
+    let params: Params = decode("magnitude", params)?;
+    let pattern = p.pattern()?;
+    let model = &p.model;
+    let outcome = over_towers(model, &towers(params.towers), pattern, |tower, out| {
+        out.matrices
+            .extend(sequential::prune_magnitude(model, tower, pattern));
+        Ok(())
+    })?;
+    Ok(Pruned::masks(outcome, pattern))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn declaration_decodes() {
+        crate::manifest::params::check_declaration::<super::Params>().unwrap();
+    }
+}

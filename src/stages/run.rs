@@ -1,0 +1,157 @@
+//! One stage process: read the job spec, compute the node through its stage kind, publish the
+//! entry through the cache's commit protocol, and record where and by what it was made.
+
+#[cfg(feature = "test-stages")]
+use super::simulated;
+use super::{StageError, StageOutput};
+use super::{calibrate, evaluate, finetune, intrinsic_dimension, prune, retrain};
+use crate::cache::record::{InputRef, Provenance, RECORD_FORMAT, Record, Timing, UpstreamRef};
+use crate::cache::{Cache, EntryBuilder, Lookup};
+use crate::plan::{JobSpec, StageKind};
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Reads a job spec file.
+pub fn read_job(path: &std::path::Path) -> Result<JobSpec, StageError> {
+    let bytes = std::fs::read(path).map_err(|e| StageError::BadJob {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| StageError::BadJob {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// A published entry, and whether this process computed it.
+pub struct Published {
+    pub record: Record,
+    /// False when another process had published it (this one waited for the lock).
+    pub computed: bool,
+}
+
+/// Computes the job's node and publishes its cache entry, holding the key's lock throughout:
+/// whatever started this process (the local backend, a cluster, a user), each key is computed
+/// once. An existing complete entry is returned as is; an untrustworthy one is replaced.
+pub fn run(job: &JobSpec) -> Result<Published, StageError> {
+    let cache = Cache::new(&job.results_dir);
+    let _lock = cache.lock(&job.key)?;
+    match cache.lookup(&job.key, job.verify) {
+        Lookup::Done(r) => {
+            return Ok(Published {
+                record: *r,
+                computed: false,
+            });
+        }
+        Lookup::Missing => {}
+        _ => cache.discard(&job.key)?,
+    }
+    for up in &job.upstream {
+        match cache.lookup(&up.key, false) {
+            Lookup::Done(_) => {}
+            other => {
+                return Err(StageError::Upstream {
+                    kind: up.kind,
+                    key: up.key.clone(),
+                    why: other.describe(),
+                });
+            }
+        }
+    }
+    let started = unix_now();
+    let clock = Instant::now();
+    let builder = cache.begin(&job.key)?;
+    let output = dispatch(job, &cache, &builder)?;
+    let record = Record {
+        format: RECORD_FORMAT,
+        key: job.key.clone(),
+        kind: job.kind.name().to_string(),
+        version: job.kind.version(),
+        label: job.label.clone(),
+        params: job.params.clone(),
+        upstream: job
+            .upstream
+            .iter()
+            .map(|u| UpstreamRef {
+                kind: u.kind.name().to_string(),
+                key: u.key.clone(),
+            })
+            .collect(),
+        inputs: job
+            .inputs
+            .iter()
+            .map(|i| InputRef {
+                role: i.role.clone(),
+                fingerprint: i.fingerprint.clone(),
+            })
+            .collect(),
+        artifacts: vec![],
+        metrics: output.metrics,
+        timing: Timing {
+            started,
+            finished: unix_now(),
+            seconds: clock.elapsed().as_secs_f64(),
+        },
+        provenance: provenance(&job.assigned_device),
+        evicted: false,
+    };
+    Ok(Published {
+        record: builder.commit(record, &output.transient)?,
+        computed: true,
+    })
+}
+
+fn dispatch(
+    job: &JobSpec,
+    cache: &Cache,
+    builder: &EntryBuilder,
+) -> Result<StageOutput, StageError> {
+    #[cfg(feature = "test-stages")]
+    if simulated::is_simulated(job) {
+        return simulated::run(job, cache, builder);
+    }
+    match job.kind {
+        StageKind::Evaluate => evaluate::run(job, cache, builder),
+        StageKind::Finetune => finetune::run(job, cache, builder),
+        StageKind::Calibrate => calibrate::run(job, cache, builder),
+        StageKind::Prune => prune::run(job, cache, builder),
+        StageKind::IntrinsicDimension => intrinsic_dimension::run(job, cache, builder),
+        StageKind::Retrain => retrain::run(job, cache, builder),
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Where, by what and with what a record was made.
+pub fn provenance(device: &str) -> Provenance {
+    let mut libraries = BTreeMap::new();
+    for (name, version) in [
+        ("tch", env!("ORCHESTRATE_TCH_VERSION")),
+        ("libtorch", env!("ORCHESTRATE_LIBTORCH_VERSION")),
+        ("polars", env!("ORCHESTRATE_POLARS_VERSION")),
+    ] {
+        libraries.insert(name.to_string(), version.to_string());
+    }
+    Provenance {
+        device: device.to_string(),
+        host: hostname(),
+        orchestrate_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_revision: env!("ORCHESTRATE_GIT_REVISION").to_string(),
+        libraries,
+    }
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into the buffer we own.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
