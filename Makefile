@@ -55,7 +55,7 @@ test: $(TEST_STAMP)
 	$(CARGO) build --release --locked
 
 bench: $(TEST_STAMP)
-	$(CARGO) bench --locked --features test-stages --bench core --bench clip --bench prune --bench analysis
+	$(CARGO) bench --locked --features test-stages --bench core --bench clip --bench prune --bench analysis --bench data
 
 lint: $(STAMP)
 	$(CARGO) fmt --check

@@ -181,3 +181,33 @@ fn vision_overlays_must_match_and_hold_only_vision_tensors() {
         "{e}"
     );
 }
+
+/// `init-model` twice (two processes, so two hash seeds): byte-identical files, the tokenizer
+/// included, so a fresh `make demo` reproduces its table.
+#[test]
+fn init_model_is_byte_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a", "b"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrate"))
+            .args(["init-model", name, "--preset", "tiny", "--seed", "0"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut files: Vec<_> = std::fs::read_dir(dir.path().join("a"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    files.sort();
+    assert!(files.iter().any(|f| f == "tokenizer.json"), "{files:?}");
+    for f in files {
+        let a = std::fs::read(dir.path().join("a").join(&f)).unwrap();
+        let b = std::fs::read(dir.path().join("b").join(&f)).unwrap();
+        assert!(a == b, "{f:?} differs between two init-model runs");
+    }
+}

@@ -19,6 +19,16 @@ fn png(seed: u8, w: u32, h: u32) -> Vec<u8> {
 
 /// Writes one shard the way `datasets` does: `image` = struct{bytes, path}, `label` = int.
 fn write_shard(path: &Path, images: Vec<Option<Vec<u8>>>, labels: Vec<i64>, label_name: &str) {
+    write_shard_grouped(path, images, labels, label_name, None)
+}
+
+fn write_shard_grouped(
+    path: &Path,
+    images: Vec<Option<Vec<u8>>>,
+    labels: Vec<i64>,
+    label_name: &str,
+    row_group: Option<usize>,
+) {
     let n = labels.len();
     let bytes = Series::new(
         "bytes".into(),
@@ -32,6 +42,7 @@ fn write_shard(path: &Path, images: Vec<Option<Vec<u8>>>, labels: Vec<i64>, labe
     let mut df = DataFrame::new(n, vec![image.into(), label.into()]).unwrap();
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     ParquetWriter::new(std::fs::File::create(path).unwrap())
+        .with_row_group_size(row_group)
         .finish(&mut df)
         .unwrap();
 }
@@ -98,6 +109,41 @@ fn parquet_splits_shards_and_rows() {
         .to_string();
     assert!(
         e.contains("no split `validation` (found: test, train)"),
+        "{e}"
+    );
+}
+
+/// A stage using a sample of a split reads only the row groups holding it, across shards; the
+/// images it reads equal those of a full read, and reading an image it did not load is an error
+/// naming the row, not a wrong image.
+#[test]
+fn parquet_rows_load_by_row_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for shard in 0..2u8 {
+        let images = (0..25u8)
+            .map(|i| Some(png(shard * 100 + i, 5, 5)))
+            .collect();
+        write_shard_grouped(
+            &d.join(format!("data/train-0000{shard}-of-00002.parquet")),
+            images,
+            (0..25).collect(),
+            "label",
+            Some(4),
+        );
+    }
+    let spec = parquet(d, "label");
+    let full = ImageSet::open(&spec, "train").unwrap();
+    let mut part = ImageSet::open_labels(&spec, "train").unwrap();
+    assert_eq!((part.len(), part.labels()), (50, full.labels()));
+    let wanted = [3, 4, 17, 24, 25, 49];
+    part.load(&wanted).unwrap();
+    for i in wanted {
+        assert_eq!(part.image(i).unwrap(), full.image(i).unwrap(), "item {i}");
+    }
+    let e = part.image(10).unwrap_err().to_string();
+    assert!(
+        e.contains("train-00000-of-00002.parquet, row 10") && e.contains("not loaded"),
         "{e}"
     );
 }

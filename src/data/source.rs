@@ -331,8 +331,8 @@ fn open_parquet(
     })
 }
 
-/// Reads the images of the sorted rows `want` (row, item) of one parquet file into `bytes`: the
-/// whole column when every row is wanted, else only the row groups holding a wanted row.
+/// Reads the images of the sorted, distinct rows `want` (row, item) of one parquet file into
+/// `bytes`: the whole column when every row is wanted, else each row group holding a wanted row.
 fn read_image_rows(
     file: &Path,
     image_column: &str,
@@ -354,24 +354,26 @@ fn read_image_rows(
         .get_metadata()
         .map_err(|e| bad(format!("not a readable parquet file ({e})")))?
         .clone();
-    // Row ranges to read: whole row groups that hold a wanted row, merged when adjacent.
+    // Row ranges to read: each row group that holds a wanted row, one at a time, so memory
+    // holds one group's images besides the rows kept (the whole file when every row is wanted).
     let mut ranges: Vec<(usize, usize)> = Vec::new();
-    let mut start = 0usize;
-    let mut next = want.iter().peekable();
-    for group in &metadata.row_groups {
-        let end = start + group.num_rows();
-        let mut hit = false;
-        while next.peek().is_some_and(|(r, _)| (*r as usize) < end) {
-            next.next();
-            hit = true;
-        }
-        if hit {
-            match ranges.last_mut() {
-                Some(last) if last.0 + last.1 == start => last.1 += end - start,
-                _ => ranges.push((start, end - start)),
+    if want.len() == metadata.num_rows {
+        ranges.push((0, metadata.num_rows));
+    } else {
+        let mut start = 0usize;
+        let mut next = want.iter().peekable();
+        for group in &metadata.row_groups {
+            let end = start + group.num_rows();
+            let mut hit = false;
+            while next.peek().is_some_and(|(r, _)| (*r as usize) < end) {
+                next.next();
+                hit = true;
             }
+            if hit {
+                ranges.push((start, end - start));
+            }
+            start = end;
         }
-        start = end;
     }
     let mut want = want.iter().peekable();
     for (offset, len) in ranges {

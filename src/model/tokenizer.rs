@@ -5,19 +5,23 @@
 //!
 //! [`build_tokenizer`] makes a CLIP-format byte-level BPE tokenizer (the same normaliser,
 //! pre-tokeniser, `</w>` suffix and post-processor as OpenAI's) trained on a corpus of prompts,
-//! for models the project creates itself.
+//! for models the project creates itself. Its merges are learnt by [`DeterministicBpe`]: the
+//! `tokenizers` crate's trainer numbers the end-of-word symbols in hash-map order, which breaks
+//! ties between equally frequent pairs differently on every run; here every id and every tie
+//! follows a fixed order, so the same corpus gives a byte-identical `tokenizer.json`.
 
 use super::ModelError;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use tch::{Device, Tensor};
-use tokenizers::models::TrainerWrapper;
-use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
+use tokenizers::models::ModelWrapper;
+use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::{Lowercase, NFC, Replace, Sequence as NormSeq};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSeq;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::roberta::RobertaProcessing;
-use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer, TruncationParams};
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer, Trainer, TruncationParams};
 
 pub const BOS: &str = "<|startoftext|>";
 pub const EOS: &str = "<|endoftext|>";
@@ -170,17 +174,10 @@ pub fn build_tokenizer(
         ByteLevel::new(false, true, false).into(),
     ])));
     tok.with_decoder(Some(ByteLevel::default()));
-    let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
-        .vocab_size(vocab_size)
-        .show_progress(false)
-        .special_tokens(vec![
-            AddedToken::from(BOS, true),
-            AddedToken::from(EOS, true),
-        ])
-        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
-        .end_of_word_suffix("</w>".into())
-        .build()
-        .into();
+    let mut trainer = DeterministicBpe {
+        vocab_size,
+        words: BTreeMap::new(),
+    };
     let coverage: Vec<String> = (0x21u32..0x7f)
         .chain(0xa1..0x100)
         .filter_map(char::from_u32)
@@ -219,6 +216,142 @@ pub fn build_tokenizer(
     crate::util::fsx::write_atomic(&path, config.to_string().as_bytes())
         .map_err(|e| ModelError::Io { path, source: e })?;
     Ok(tok.get_vocab_size(true))
+}
+
+/// Byte-level BPE training with `</w>` end-of-word symbols, reproducible bit for bit. The same
+/// algorithm as the `tokenizers` trainer (the most frequent adjacent pair is merged until the
+/// vocabulary is full or no pair is left), with a fixed numbering: the special tokens, the 256
+/// byte symbols and then every end-of-word symbol in code-point order, then one id per merge;
+/// ties between equally frequent pairs go to the pair of smaller ids.
+struct DeterministicBpe {
+    vocab_size: usize,
+    /// Pre-tokenised words and how often they occur.
+    words: BTreeMap<String, u64>,
+}
+
+const SUFFIX: &str = "</w>";
+
+impl Trainer for DeterministicBpe {
+    type Model = ModelWrapper;
+
+    fn should_show_progress(&self) -> bool {
+        false
+    }
+
+    fn feed<I, S, F>(&mut self, iterator: I, process: F) -> tokenizers::Result<()>
+    where
+        I: Iterator<Item = S> + Send,
+        S: AsRef<str> + Send,
+        F: Fn(&str) -> tokenizers::Result<Vec<String>> + Sync,
+    {
+        for sequence in iterator {
+            for word in process(sequence.as_ref())? {
+                *self.words.entry(word).or_default() += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn train(&self, model: &mut ModelWrapper) -> tokenizers::Result<Vec<AddedToken>> {
+        let specials = [BOS, EOS];
+        let mut id_to_token: Vec<String> = specials.iter().map(|s| s.to_string()).collect();
+        let bytes: BTreeSet<char> = ByteLevel::alphabet().into_iter().collect();
+        id_to_token.extend(bytes.iter().map(|c| c.to_string()));
+        let finals: BTreeSet<char> = self.words.keys().filter_map(|w| w.chars().last()).collect();
+        id_to_token.extend(finals.iter().map(|c| format!("{c}{SUFFIX}")));
+        let mut ids: HashMap<String, u32> = id_to_token
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        // Every word as symbol ids, its last character carrying the suffix.
+        let mut words: Vec<(Vec<u32>, i64)> = self
+            .words
+            .iter()
+            .map(|(w, &count)| {
+                let chars: Vec<char> = w.chars().collect();
+                let symbols = chars
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let token = if i + 1 == chars.len() {
+                            format!("{c}{SUFFIX}")
+                        } else {
+                            c.to_string()
+                        };
+                        ids.get(&token).copied().ok_or_else(|| {
+                            format!("character {c:?} is outside the byte-level alphabet")
+                        })
+                    })
+                    .collect::<Result<Vec<u32>, String>>()?;
+                Ok((symbols, count as i64))
+            })
+            .collect::<Result<_, String>>()?;
+        let mut pair_counts: HashMap<(u32, u32), i64> = HashMap::new();
+        let mut where_found: HashMap<(u32, u32), BTreeSet<usize>> = HashMap::new();
+        for (w, (symbols, count)) in words.iter().enumerate() {
+            for pair in symbols.windows(2) {
+                *pair_counts.entry((pair[0], pair[1])).or_default() += count;
+                where_found.entry((pair[0], pair[1])).or_default().insert(w);
+            }
+        }
+        let mut merges: Vec<(String, String)> = Vec::new();
+        while id_to_token.len() < self.vocab_size {
+            // The most frequent pair; among equals the smallest ids (a total order, so the
+            // hash map's iteration order plays no part).
+            let best = pair_counts
+                .iter()
+                .filter(|(_, c)| **c > 0)
+                .max_by(|(a, ca), (b, cb)| ca.cmp(cb).then(b.cmp(a)))
+                .map(|(&p, _)| p);
+            let Some((a, b)) = best else { break };
+            let merged = format!("{}{}", id_to_token[a as usize], id_to_token[b as usize]);
+            let new_id = id_to_token.len() as u32;
+            merges.push((
+                id_to_token[a as usize].clone(),
+                id_to_token[b as usize].clone(),
+            ));
+            ids.insert(merged.clone(), new_id);
+            id_to_token.push(merged);
+            for w in where_found.remove(&(a, b)).unwrap_or_default() {
+                let (symbols, count) = &mut words[w];
+                for pair in symbols.windows(2) {
+                    *pair_counts.entry((pair[0], pair[1])).or_default() -= *count;
+                }
+                let mut out = Vec::with_capacity(symbols.len());
+                let mut i = 0;
+                while i < symbols.len() {
+                    if i + 1 < symbols.len() && symbols[i] == a && symbols[i + 1] == b {
+                        out.push(new_id);
+                        i += 2;
+                    } else {
+                        out.push(symbols[i]);
+                        i += 1;
+                    }
+                }
+                *symbols = out;
+                for pair in symbols.windows(2) {
+                    *pair_counts.entry((pair[0], pair[1])).or_default() += *count;
+                    where_found.entry((pair[0], pair[1])).or_default().insert(w);
+                }
+            }
+            pair_counts.remove(&(a, b));
+        }
+        let vocab: tokenizers::models::bpe::Vocab = id_to_token
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        *model = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .end_of_word_suffix(SUFFIX.into())
+            .build()?
+            .into();
+        Ok(specials
+            .iter()
+            .map(|s| AddedToken::from(*s, true))
+            .collect())
+    }
 }
 
 #[cfg(test)]
