@@ -1,5 +1,7 @@
 //! Strict checkpoint loading: every problem names the file and the tensor; only safetensors.
 
+mod common;
+
 use orchestrate::model::Clip;
 use orchestrate::model::create::create;
 use std::path::Path;
@@ -188,15 +190,9 @@ fn vision_overlays_must_match_and_hold_only_vision_tensors() {
 fn init_model_is_byte_reproducible() {
     let dir = tempfile::tempdir().unwrap();
     for name in ["a", "b"] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrate"))
-            .args(["init-model", name, "--preset", "tiny", "--seed", "0"])
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        common::run_in(
+            dir.path(),
+            &["init-model", name, "--preset", "tiny", "--seed", "0"],
         );
     }
     let mut files: Vec<_> = std::fs::read_dir(dir.path().join("a"))

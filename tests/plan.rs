@@ -329,3 +329,65 @@ const GOLDEN_FIRST: (&str, &str) = (
 /// sha256 of every `key label` line of the plan, sorted. History: prune stage version 2
 /// (entries declare their artifact kind) changed it from caae7bd1….
 const GOLDEN_DIGEST: &str = "6c0b84c2b4e4869874a8a5730d5225e7689b3f46fd53b6e46ba0848ceed09e57";
+
+/// What a method declares it reads becomes part of the plan: a method that trains on the
+/// training split has the dataset in its key; one scored by the dense model's intrinsic
+/// dimension reads that node (planned even when the manifest does not enable the stage).
+#[test]
+fn declared_method_inputs_become_keys_and_edges() {
+    use orchestrate::manifest::schema::{MethodInput, MethodSpec, SparsityAxis};
+    static SCORED: MethodSpec = MethodSpec {
+        name: "scored",
+        doc: "a method that trains and reads the dense model's intrinsic dimension",
+        params: &[],
+        inputs: &[
+            MethodInput::TrainingSplit,
+            MethodInput::DenseIntrinsicDimension,
+        ],
+        sparsity: SparsityAxis::Weights,
+    };
+    let mut registry: Vec<&'static MethodSpec> = orchestrate::stages::methods::specs().to_vec();
+    registry.push(&SCORED);
+    let registry: &'static [&'static MethodSpec] = Box::leak(registry.into_boxed_slice());
+    let project = Project::new();
+    let text = SWEEP.replace(
+        "method = [\"magnitude\", \"wanda\", \"sg\"]",
+        "method = [\"magnitude\", \"scored\"]",
+    );
+    let plan_with = |text: &str, name: &str| {
+        let exp = manifest::load(&project.write(name, text), registry).unwrap();
+        plan::build(&exp, &mut FingerprintCache::in_memory()).unwrap()
+    };
+    let p = plan_with(&text, "a.toml");
+    let exp = manifest::load(&project.write("a.toml", &text), registry).unwrap();
+    for (point, nodes) in exp.points.iter().zip(&p.points) {
+        let prune = &p.nodes[nodes.prune.unwrap()];
+        let params = prune.params_json();
+        let kinds: Vec<StageKind> = prune.upstream.iter().map(|&u| p.nodes[u].kind).collect();
+        if point.method == "scored" {
+            assert!(params.get("dataset").is_some(), "{params}");
+            assert_eq!(kinds, vec![StageKind::IntrinsicDimension]);
+            let dense = p
+                .dense
+                .iter()
+                .find(|d| d.model == point.model && d.dataset == point.dataset)
+                .unwrap();
+            assert_eq!(
+                prune.upstream,
+                vec![dense.nodes.intrinsic_dimension.unwrap()]
+            );
+        } else {
+            assert!(params.get("dataset").is_none() && kinds.is_empty());
+        }
+    }
+    // The dataset defines the training-based prune, not the data-free one.
+    let q = plan_with(&text.replace("classes = 6", "classes = 7"), "b.toml");
+    let changed: BTreeSet<String> = keys(&q).difference(&keys(&p)).cloned().collect();
+    assert!(q.nodes.iter().any(|n| n.kind == StageKind::Prune
+        && n.label.contains("scored")
+        && n.label.contains("/d2")
+        && changed.contains(&n.key)));
+    assert!(!q.nodes.iter().any(|n| n.kind == StageKind::Prune
+        && n.label.contains("magnitude")
+        && changed.contains(&n.key)));
+}

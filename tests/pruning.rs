@@ -159,6 +159,17 @@ fn wanda_statistic_and_masks_equal_the_reference() {
     }
 }
 
+/// ‖ours − theirs‖ / ‖theirs‖ (Frobenius), `theirs` a float64 reference.
+fn relative_error(ours: &Tensor, theirs: &[f64]) -> f64 {
+    let num: f64 = to_vec(ours)
+        .iter()
+        .zip(theirs)
+        .map(|(a, b)| (*a as f64 - b).powi(2))
+        .sum();
+    let den: f64 = theirs.iter().map(|b| b * b).sum();
+    (num / den).sqrt()
+}
+
 /// SparseGPT §6 in float64, written from the spec with plain loops.
 fn sparsegpt_f64(
     w: &[f64],
@@ -354,18 +365,8 @@ fn sparsegpt_matches_a_float64_implementation() {
         let (ours, m) = sparsegpt::prune(&w, &h, p, settings).unwrap();
         let b = sparsegpt::effective_blocksize(b as i64, p) as usize;
         let (theirs, mref) = sparsegpt_f64(&wv, &hv, (r, c), p, b, 0.01);
-        let o = to_vec(&ours);
-        let num: f64 = o
-            .iter()
-            .zip(&theirs)
-            .map(|(a, b)| (*a as f64 - b).powi(2))
-            .sum();
-        let den: f64 = theirs.iter().map(|b| b * b).sum();
-        assert!(
-            (num / den).sqrt() < 1e-4,
-            "{p:?} B={b}: rel {}",
-            (num / den).sqrt()
-        );
+        let rel = relative_error(&ours, &theirs);
+        assert!(rel < 1e-4, "{p:?} B={b}: rel {rel}");
         assert_eq!(bools(&m), mref, "{p:?} B={b}");
         // Per block: int(R·w·s) + 1 pruned entries.
         if let Pattern::Unstructured(s) = p {
@@ -1015,18 +1016,8 @@ fn ill_conditioned_statistics_and_sparsegpt_match_float64() {
         let (updated, m) =
             sparsegpt::prune(&w, &(&ours[0] * (2.0 / n as f64)), p, settings).unwrap();
         let (theirs, mref) = sparsegpt_f64(&wv, &hv, (r, cols), p, 32, 0.01);
-        let o = to_vec(&updated);
-        let num: f64 = o
-            .iter()
-            .zip(&theirs)
-            .map(|(a, b)| (*a as f64 - b).powi(2))
-            .sum();
-        let den: f64 = theirs.iter().map(|b| b * b).sum();
-        assert!(
-            (num / den).sqrt() < 1e-4,
-            "{p:?}: rel {:e}",
-            (num / den).sqrt()
-        );
+        let rel = relative_error(&updated, &theirs);
+        assert!(rel < 1e-4, "{p:?}: rel {rel:e}");
         assert_eq!(bools(&m), mref, "{p:?}");
     }
 }

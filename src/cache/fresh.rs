@@ -44,7 +44,7 @@ impl fmt::Display for Reason {
             Reason::Corrupt(why) => write!(f, "corrupt entry: {why}"),
             Reason::Evicted => write!(
                 f,
-                "pruned weights were dropped by the retention policy and are needed again"
+                "its weights were dropped by the retention policy (keep_pruned = false) and are needed again"
             ),
             Reason::Failed { error } => write!(f, "failed before: {error}"),
         }

@@ -357,18 +357,29 @@ impl Builder<'_> {
             SparsityAxis::DataDriven => "data-driven".to_string(),
             SparsityAxis::Weights | SparsityAxis::MacsRemoved => sp.to_string(),
         };
+        let kind = Json::from(method.kind()).to_string();
+        let params = canonical(&Json::Object(std::mem::take(&mut method.params)));
+        let sparsity = Json::from(sparsity).to_string();
+        let mut prune_params = vec![
+            ("method", kind.as_str()),
+            ("params", params.as_str()),
+            ("sparsity", sparsity.as_str()),
+        ];
+        let mut prune_inputs = mref.inputs.clone();
+        // A method that trains reads the training split: the dataset is part of its key.
+        if method.spec.needs(MethodInput::TrainingSplit) {
+            prune_params.push(("dataset", &ds_spec));
+            prune_inputs.extend(ds_inputs.iter().cloned());
+        }
+        // A method scored by the dense model's intrinsic dimension reads that measurement.
+        if method.spec.needs(MethodInput::DenseIntrinsicDimension) {
+            prune_up.push(self.dense_intrinsic_dimension(m, d, &ds_inputs));
+        }
         let prune = self.add(
             StageKind::Prune,
-            object(&[
-                ("method", &Json::from(method.kind()).to_string()),
-                (
-                    "params",
-                    &canonical(&Json::Object(std::mem::take(&mut method.params))),
-                ),
-                ("sparsity", &Json::from(sparsity).to_string()),
-            ]),
+            object(&prune_params),
             prune_up,
-            mref.inputs.clone(),
+            prune_inputs,
             || format!("prune {m}/{d} {name}@{sp}{calib_label}"),
             || format!("prune|{m}|{d}|{name}|{sp}|{calib_label}"),
         );
@@ -398,6 +409,35 @@ impl Builder<'_> {
         Ok(out)
     }
 
+    /// The dense model's intrinsic-dimension node for (model, dataset), planned even when the
+    /// manifest does not enable the stage (a method reads it).
+    fn dense_intrinsic_dimension(
+        &mut self,
+        model: &str,
+        dataset: &str,
+        ds_inputs: &[Input],
+    ) -> NodeId {
+        let pair = (model.to_string(), dataset.to_string());
+        let (mref, dense) = self.models[&pair].clone();
+        if let Some(id) = dense.nodes.intrinsic_dimension {
+            return id;
+        }
+        let ds_spec = self.dataset_spec(dataset);
+        let upstream = mref.finetune.into_iter().collect();
+        let inputs = [mref.inputs.as_slice(), ds_inputs].concat();
+        let id = self.intrinsic_dimension(
+            &ds_spec,
+            upstream,
+            inputs,
+            &format!("{model}/{dataset} dense"),
+            &format!("{model}|{dataset}|dense"),
+        );
+        if let Some((_, d)) = self.models.get_mut(&pair) {
+            d.nodes.intrinsic_dimension = Some(id);
+        }
+        id
+    }
+
     /// The evaluation of a model node (and its intrinsic-dimension measurement when enabled).
     fn measure(
         &mut self,
@@ -418,20 +458,33 @@ impl Builder<'_> {
             || format!("evaluate {what}"),
             || format!("evaluate|{slot}"),
         );
-        let intrinsic_dimension = self.exp.stages.intrinsic_dimension.then(|| {
-            self.add(
-                StageKind::IntrinsicDimension,
-                object(&[
-                    ("dataset", ds_spec),
-                    ("measure", &self.stage_params.intrinsic_dimension),
-                ]),
-                upstream,
-                inputs,
-                || format!("intrinsic-dimension {what}"),
-                || format!("intrinsic-dimension|{slot}"),
-            )
-        });
+        let intrinsic_dimension = self
+            .exp
+            .stages
+            .intrinsic_dimension
+            .then(|| self.intrinsic_dimension(ds_spec, upstream, inputs, what, slot));
         (Some(evaluate), intrinsic_dimension)
+    }
+
+    fn intrinsic_dimension(
+        &mut self,
+        ds_spec: &str,
+        upstream: Vec<NodeId>,
+        inputs: Vec<Input>,
+        what: &str,
+        slot: &str,
+    ) -> NodeId {
+        self.add(
+            StageKind::IntrinsicDimension,
+            object(&[
+                ("dataset", ds_spec),
+                ("measure", &self.stage_params.intrinsic_dimension),
+            ]),
+            upstream,
+            inputs,
+            || format!("intrinsic-dimension {what}"),
+            || format!("intrinsic-dimension|{slot}"),
+        )
     }
 }
 

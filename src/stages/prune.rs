@@ -8,9 +8,12 @@ use super::context::{self, calibration_dir};
 use super::{StageError, StageOutput, calibrate, methods};
 use crate::cache::{Cache, EntryBuilder, Lookup};
 use crate::manifest::schema::MethodInput;
+use crate::manifest::schema::Towers;
 use crate::model::{Clip, Tower};
 use crate::plan::{JobSpec, StageKind};
-use crate::prune::{Calibration, Outcome, Pattern, artifact, depth, sparsegpt};
+use crate::prune::{
+    Calibration, Outcome, Pattern, PruneError, artifact, depth, over_towers, sparsegpt,
+};
 use serde_json::{Value as Json, json};
 use std::collections::BTreeMap;
 use tch::Kind;
@@ -37,6 +40,22 @@ impl Pruning<'_> {
             .as_ref()
             .map(|(p, _)| p.labels.as_slice())
             .ok_or_else(|| StageError::Failed("this method needs a calibration upstream".into()))
+    }
+
+    /// Prunes the towers a `towers` parameter names at the point's pattern, one tower at a time
+    /// (timed, pattern checked first): `per_tower` gets the model, the tower and the pattern, and
+    /// adds what it pruned to the outcome.
+    pub fn masks_over_towers(
+        &self,
+        set: Towers,
+        mut per_tower: impl FnMut(&Clip, Tower, Pattern, &mut Outcome) -> Result<(), PruneError>,
+    ) -> Result<Pruned, StageError> {
+        let pattern = self.pattern()?;
+        let model = &self.model;
+        let outcome = over_towers(model, &context::towers(set), pattern, |tower, out| {
+            per_tower(model, tower, pattern, out)
+        })?;
+        Ok(Pruned::masks(outcome, pattern))
     }
 
     /// The grid's sparsity as a weight pattern: `"0.5"` or `"2:4"`.
@@ -117,13 +136,13 @@ pub fn run(
         None
     };
     let calibrated = calibration.is_some();
-    let mut p = Pruning {
+    let p = Pruning {
         job,
         model,
         calibration,
     };
     let clock = std::time::Instant::now();
-    let pruned = (method.prune)(&mut p, &job.params["params"])?;
+    let pruned = (method.prune)(&p, &job.params["params"])?;
     let dir = builder.artifacts_dir();
     let written = match &pruned {
         Pruned::Masks { .. } => artifact::Kind::Masks,

@@ -5,9 +5,8 @@ use crate::manifest::schema::{
     DefaultValue, MethodSpec, SparsityAxis, TOWER_CHOICES, Towers, TypedParams,
 };
 use crate::prune::artifact::Kind;
-use crate::prune::{over_towers, sequential};
+use crate::prune::sequential;
 use crate::stages::StageError;
-use crate::stages::context::towers;
 use crate::stages::prune::{Pruned, Pruning};
 use serde_json::Value as Json;
 
@@ -30,16 +29,13 @@ pub const METHOD: Method = Method {
     prune,
 };
 
-fn prune(p: &mut Pruning, params: &Json) -> Result<Pruned, StageError> {
+fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
     let params: Params = decode("magnitude", params)?;
-    let pattern = p.pattern()?;
-    let model = &p.model;
-    let outcome = over_towers(model, &towers(params.towers), pattern, |tower, out| {
+    p.masks_over_towers(params.towers, |model, tower, pattern, out| {
         out.matrices
             .extend(sequential::prune_magnitude(model, tower, pattern));
         Ok(())
-    })?;
-    Ok(Pruned::masks(outcome, pattern))
+    })
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use std::sync::LazyLock;
 pub struct Method {
     pub spec: MethodSpec,
     /// Prunes the loaded model from the point's resolved parameters.
-    pub prune: fn(&mut Pruning, &Json) -> Result<Pruned, StageError>,
+    pub prune: fn(&Pruning, &Json) -> Result<Pruned, StageError>,
     /// The kind of artifact its prune entries hold.
     pub artifact: Kind,
 }

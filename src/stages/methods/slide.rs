@@ -7,9 +7,8 @@ use crate::manifest::schema::{
     DefaultValue, MethodInput, MethodSpec, SparsityAxis, TOWER_CHOICES, Towers, TypedParams,
 };
 use crate::prune::artifact::Kind;
-use crate::prune::{over_towers, slide, sparsegpt};
+use crate::prune::{slide, sparsegpt};
 use crate::stages::StageError;
-use crate::stages::context::towers;
 use crate::stages::prune::{Pruned, Pruning};
 use serde_json::Value as Json;
 
@@ -56,9 +55,8 @@ pub const PROGRESSIVE: Method = Method {
     artifact: Kind::Masks,
 };
 
-fn run(p: &mut Pruning, params: &Json, progressive: bool) -> Result<Pruned, StageError> {
+fn run(p: &Pruning, params: &Json, progressive: bool) -> Result<Pruned, StageError> {
     let params: Params = decode("slide", params)?;
-    let pattern = p.pattern()?;
     let settings = slide::Settings {
         sparsegpt: sparsegpt::Settings {
             blocksize: params.blocksize,
@@ -69,15 +67,15 @@ fn run(p: &mut Pruning, params: &Json, progressive: bool) -> Result<Pruned, Stag
         weight_decay: params.weight_decay,
         threshold: params.threshold,
     };
-    let (model, calib) = (&p.model, p.calibration()?);
-    let outcome = over_towers(model, &towers(params.towers), pattern, |tower, out| {
+    let calib = p.calibration()?;
+    let pruned = p.masks_over_towers(params.towers, |model, tower, pattern, out| {
         if progressive {
             slide::prune_tower_progressive(model, tower, calib, settings, pattern, out)
         } else {
             slide::prune_tower_once(model, tower, calib, settings, pattern, out)
         }
     })?;
-    Ok(Pruned::masks(outcome, pattern)
+    Ok(pruned
         .with_blocksize(params.blocksize)
         .with_deviation("early stop on the true epoch mean (Decision 3)"))
 }

@@ -44,7 +44,7 @@ pub const METHOD: Method = Method {
     prune,
 };
 
-fn prune(p: &mut Pruning, params: &Json) -> Result<Pruned, StageError> {
+fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
     let params: Params = decode("sls", params)?;
     let settings = depth::Settings {
         alpha: params.alpha,

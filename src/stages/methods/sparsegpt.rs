@@ -7,9 +7,8 @@ use crate::manifest::schema::{
 };
 use crate::prune::artifact::Kind;
 use crate::prune::sequential::{self, LayerRule};
-use crate::prune::{over_towers, sparsegpt};
+use crate::prune::sparsegpt;
 use crate::stages::StageError;
-use crate::stages::context::towers;
 use crate::stages::prune::{Pruned, Pruning};
 use serde_json::Value as Json;
 
@@ -36,21 +35,19 @@ pub const METHOD: Method = Method {
     prune,
 };
 
-fn prune(p: &mut Pruning, params: &Json) -> Result<Pruned, StageError> {
+fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
     let params: Params = decode("sparsegpt", params)?;
-    let pattern = p.pattern()?;
-    let settings = sparsegpt::Settings {
+    let rule = LayerRule::SparseGpt(sparsegpt::Settings {
         blocksize: params.blocksize,
         percdamp: params.percdamp,
-    };
-    let rule = LayerRule::SparseGpt(settings);
-    let (model, calib) = (&p.model, p.calibration()?);
-    let outcome = over_towers(model, &towers(params.towers), pattern, |tower, out| {
+    });
+    let calib = p.calibration()?;
+    let pruned = p.masks_over_towers(params.towers, |model, tower, pattern, out| {
         out.matrices
             .extend(sequential::prune_tower(model, tower, calib, rule, pattern)?);
         Ok(())
     })?;
-    Ok(Pruned::masks(outcome, pattern).with_blocksize(params.blocksize))
+    Ok(pruned.with_blocksize(params.blocksize))
 }
 
 #[cfg(test)]

@@ -5,10 +5,8 @@ use crate::manifest::schema::{
     DefaultValue, MethodInput, MethodSpec, SparsityAxis, TOWER_CHOICES, Towers, TypedParams,
 };
 use crate::prune::artifact::Kind;
-use crate::prune::over_towers;
 use crate::prune::sequential::{self, LayerRule};
 use crate::stages::StageError;
-use crate::stages::context::towers;
 use crate::stages::prune::{Pruned, Pruning};
 use serde_json::Value as Json;
 
@@ -31,16 +29,14 @@ pub const METHOD: Method = Method {
     prune,
 };
 
-fn prune(p: &mut Pruning, params: &Json) -> Result<Pruned, StageError> {
+fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
     let params: Params = decode("wanda", params)?;
-    let pattern = p.pattern()?;
-    let (model, calib) = (&p.model, p.calibration()?);
-    let outcome = over_towers(model, &towers(params.towers), pattern, |tower, out| {
+    let calib = p.calibration()?;
+    p.masks_over_towers(params.towers, |model, tower, pattern, out| {
         let pruned = sequential::prune_tower(model, tower, calib, LayerRule::Wanda, pattern)?;
         out.matrices.extend(pruned);
         Ok(())
-    })?;
-    Ok(Pruned::masks(outcome, pattern))
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,187 @@
+//! Checks that span sections: n:m widths against the model configs, calibration index lists
+//! against the grid, Convpass scales against the datasets.
+
+use super::grid::grid_value_span;
+use super::inputs::TowerWidths;
+use super::{Cx, DENSE};
+use crate::manifest::schema::{self, MethodInput};
+use crate::manifest::tree::{Span, Table, Value};
+use crate::manifest::types::*;
+use serde_json::Value as Json;
+use std::collections::{BTreeMap, BTreeSet};
+
+impl Cx<'_> {
+    /// An n:m pattern must divide the input width of every Linear it prunes: `hidden_size`
+    /// (q, k, v, out_proj, fc1) and `intermediate_size` (fc2) of each pruned tower.
+    pub(super) fn check_nm_widths(
+        &mut self,
+        top: &Table,
+        methods: &BTreeMap<String, (Span, MethodDef)>,
+        points: &[GridPoint],
+        shapes: &BTreeMap<(String, String), TowerWidths>,
+    ) {
+        let mut reported = BTreeSet::new();
+        for p in points {
+            let Sparsity::NM { n, m } = p.sparsity else {
+                continue;
+            };
+            let Some(widths) = shapes.get(&(p.model.clone(), p.dataset.clone())) else {
+                continue;
+            };
+            let params = methods.get(&p.method).map(|(_, d)| &d.params);
+            let towers = p
+                .overrides
+                .get("towers")
+                .or_else(|| params.and_then(|q| q.get("towers")))
+                .and_then(Json::as_str)
+                .unwrap_or("both");
+            let pruned = [("vision", widths.vision), ("text", widths.text)]
+                .into_iter()
+                .filter(|(t, _)| towers == "both" || towers == *t);
+            for (tower, (hidden, intermediate)) in pruned {
+                let bad = [("hidden_size", hidden), ("intermediate_size", intermediate)]
+                    .into_iter()
+                    .find(|(_, w)| *w % m as i64 != 0);
+                let Some((field, width)) = bad else { continue };
+                if !reported.insert((p.model.clone(), tower, m)) {
+                    continue;
+                }
+                let span = grid_value_span(
+                    top,
+                    "sparsity",
+                    |v| matches!(v, Value::String(s) if s.replace(' ', "") == format!("{n}:{m}")),
+                );
+                self.d.error_hint(
+                    &span,
+                    "grid.sparsity",
+                    format!(
+                        "{n}:{m} sparsity cannot prune model `{}`: its {tower} tower's `{field}` {width} is not divisible by {m}",
+                        p.model
+                    ),
+                    "choose an m that divides the layer widths, or prune only the other tower (`towers`)",
+                );
+            }
+        }
+    }
+
+    /// A dataset's explicit calibration indices must cover the largest calibration size a
+    /// calibrated method asks of it.
+    pub(super) fn check_calibration_indices(
+        &mut self,
+        top: &Table,
+        datasets: &BTreeMap<String, (Span, DatasetDef)>,
+        methods: &BTreeMap<String, (Span, MethodDef)>,
+        points: &[GridPoint],
+    ) {
+        let registry = self.registry;
+        let calibrated = |name: &str| {
+            let spec = match methods.get(name) {
+                Some((_, m)) => Some(m.spec),
+                None => registry.iter().copied().find(|m| m.name == name),
+            };
+            spec.is_some_and(|m| m.needs(MethodInput::Calibration))
+        };
+        for (name, (_, def)) in datasets {
+            let Some(listed) = def
+                .params
+                .get("calibration_indices")
+                .and_then(Json::as_array)
+            else {
+                continue;
+            };
+            let largest = points
+                .iter()
+                .filter(|p| &p.dataset == name && calibrated(&p.method))
+                .map(|p| p.calibration_size as usize)
+                .max();
+            let Some(largest) = largest.filter(|&n| n > listed.len()) else {
+                continue;
+            };
+            let node = top
+                .get("datasets")
+                .and_then(|e| match &e.node.value {
+                    Value::Table(t) => t.get(name),
+                    _ => None,
+                })
+                .and_then(|e| match &e.node.value {
+                    Value::Table(t) => t.get("calibration_indices"),
+                    _ => None,
+                });
+            let path = format!("datasets.{name}.calibration_indices");
+            if let Some(e) = node {
+                self.d.error_hint(
+                    &e.node.span,
+                    &path,
+                    format!(
+                        "{} calibration indices, but the grid asks for calibration_size = {largest}",
+                        listed.len()
+                    ),
+                    "list at least that many indices, or lower `calibration_size`",
+                );
+            }
+        }
+    }
+
+    /// Convpass retraining needs a scale per dataset: the manifest's, or the VTAB-1k value of a
+    /// built-in dataset.
+    pub(super) fn check_convpass(
+        &mut self,
+        top: &Table,
+        stages: &StageSettings,
+        datasets: &BTreeMap<String, (Span, DatasetDef)>,
+        points: &[GridPoint],
+    ) {
+        let p = &stages.retrain_params;
+        let convpass = p.get("trainable").and_then(Json::as_str) == Some("head+convpass");
+        let given = p.contains_key("convpass_scale") && p.contains_key("convpass_xavier");
+        if !stages.retrain || !convpass || given {
+            return;
+        }
+        let used: BTreeSet<&str> = points
+            .iter()
+            .filter(|pt| pt.method != DENSE)
+            .map(|pt| pt.dataset.as_str())
+            .collect();
+        let missing: Vec<&str> = used
+            .into_iter()
+            .filter(|name| {
+                datasets[*name]
+                    .1
+                    .params
+                    .get("prompts")
+                    .and_then(Json::as_str)
+                    .and_then(schema::known_dataset)
+                    .and_then(|k| k.convpass)
+                    .is_none()
+            })
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let span = top
+            .get("stages")
+            .and_then(|e| match &e.node.value {
+                Value::Table(t) => t.get("retrain"),
+                _ => None,
+            })
+            .map(|e| e.key_span.clone())
+            .unwrap_or(0..0);
+        let with_values: Vec<&str> = schema::KNOWN_DATASETS
+            .iter()
+            .filter(|k| k.convpass.is_some())
+            .map(|k| k.name)
+            .collect();
+        self.d.error_hint(
+            &span,
+            "stages.retrain",
+            format!(
+                "Convpass retraining has no scale for dataset {}",
+                missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+            ),
+            format!(
+                "set `convpass_scale` and `convpass_xavier` in [stages.retrain] (the VTAB-1k values are built in for {})",
+                with_values.join(", ")
+            ),
+        );
+    }
+}
