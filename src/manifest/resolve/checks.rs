@@ -35,13 +35,11 @@ impl Cx<'_> {
                 .or_else(|| params.and_then(|q| q.get("towers")))
                 .and_then(Json::as_str)
                 .unwrap_or("both");
-            let pruned = [("vision", widths.vision), ("text", widths.text)]
+            let pruned = [("vision", &widths.vision), ("text", &widths.text)]
                 .into_iter()
                 .filter(|(t, _)| towers == "both" || towers == *t);
-            for (tower, (hidden, intermediate)) in pruned {
-                let bad = [("hidden_size", hidden), ("intermediate_size", intermediate)]
-                    .into_iter()
-                    .find(|(_, w)| *w % m as i64 != 0);
+            for (tower, widths) in pruned {
+                let bad = widths.iter().find(|(_, w)| *w % m as i64 != 0);
                 let Some((field, width)) = bad else { continue };
                 if !reported.insert((p.model.clone(), tower, m)) {
                     continue;
@@ -55,7 +53,7 @@ impl Cx<'_> {
                     &span,
                     "grid.sparsity",
                     format!(
-                        "{n}:{m} sparsity cannot prune model `{}`: its {tower} tower's `{field}` {width} is not divisible by {m}",
+                        "{n}:{m} sparsity cannot prune model `{}`: its {tower} tower's {field} {width} is not divisible by {m}",
                         p.model
                     ),
                     "choose an m that divides the layer widths, or prune only the other tower (`towers`)",

@@ -4,32 +4,48 @@
 use super::Cx;
 use crate::manifest::tree::{Span, Table, Value};
 use crate::manifest::types::*;
-use crate::util::clip_config::ClipConfig;
+use crate::util::clip_config::{ClipConfig, LayerShape};
 use crate::util::hf;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// (hidden_size, intermediate_size) of each tower: the input widths of its pruned Linears.
-#[derive(Debug, Clone, Copy, Default)]
+/// The input widths of each tower's pruned Linears, each with what sets it (for messages):
+/// `hidden_size` (q, k, v, fc1), and per layer the attention width (out_proj) and the MLP width
+/// (fc2).
+#[derive(Debug, Clone, Default)]
 pub(super) struct TowerWidths {
-    pub(super) vision: (i64, i64),
-    pub(super) text: (i64, i64),
+    pub(super) vision: Vec<(String, i64)>,
+    pub(super) text: Vec<(String, i64)>,
 }
 
-/// Reads a model directory's `config.json` (a vision-only overlay replaces the vision widths).
-pub(super) fn read_shapes(
-    dir: &Path,
-    overlay: bool,
-    widths: &mut TowerWidths,
-) -> Result<(), String> {
+/// The widths a tower's shapes give its pruned Linears' inputs.
+fn widths(hidden: i64, shapes: &[LayerShape], per_layer: bool) -> Vec<(String, i64)> {
+    let mut out = vec![("`hidden_size`".to_string(), hidden)];
+    for (i, s) in shapes.iter().enumerate() {
+        if per_layer {
+            out.push((format!("layer {i}'s heads × `head_dim`"), s.inner()));
+            out.push((
+                format!("layer {i}'s `intermediate_size`"),
+                s.intermediate_size,
+            ));
+        } else if i == 0 {
+            out.push(("`intermediate_size`".to_string(), s.intermediate_size));
+        }
+    }
+    out
+}
+
+pub(super) fn read_shapes(dir: &Path, overlay: bool, out: &mut TowerWidths) -> Result<(), String> {
     let file = dir.join("config.json");
+    let tower = |hidden, shapes: Vec<LayerShape>, explicit: bool| widths(hidden, &shapes, explicit);
     if overlay {
         let v = ClipConfig::read_vision(&file).map_err(|e| e.to_string())?;
-        widths.vision = (v.hidden_size, v.intermediate_size);
+        out.vision = tower(v.hidden_size, v.shapes(), v.layer_shapes.is_some());
     } else {
         let c = ClipConfig::read(&file).map_err(|e| e.to_string())?;
-        widths.vision = (c.vision.hidden_size, c.vision.intermediate_size);
-        widths.text = (c.text.hidden_size, c.text.intermediate_size);
+        let (v, t) = (&c.vision, &c.text);
+        out.vision = tower(v.hidden_size, v.shapes(), v.layer_shapes.is_some());
+        out.text = tower(t.hidden_size, t.shapes(), t.layer_shapes.is_some());
     }
     Ok(())
 }
