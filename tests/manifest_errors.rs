@@ -121,3 +121,65 @@ fn paper_manifests_fail_only_on_missing_downloads() {
         }
     }
 }
+
+/// An index file that is a FIFO is refused at once (opening it would block `plan` forever).
+#[test]
+fn an_index_file_that_is_a_fifo_is_refused() {
+    let project = Project::new();
+    let fifo = project.path().join("indices.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads the NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let m = project.write(
+        "fifo.toml",
+        r#"[experiment]
+name = "x"
+[models.clip]
+test = true
+[datasets.syn]
+kind = "synthetic"
+calibration_indices = "indices.fifo"
+[grid]
+model = "clip"
+dataset = "syn"
+method = "wanda"
+sparsity = 0.5
+calibration_size = 2
+"#,
+    );
+    let out = project.run(&["plan", m.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a regular file"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// The point limit is the user's to raise.
+#[test]
+fn max_points_bounds_the_grid() {
+    let project = Project::new();
+    let with = |n: u32| {
+        SWEEP.replace(
+            "name = \"sweep\"",
+            &format!("name = \"sweep\"\nmax_points = {n}"),
+        )
+    };
+    let over = project.write("over.toml", &with(47));
+    let out = project.run(&["plan", over.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("the grid expands to 48 points, more than the limit of 47"),
+        "{}",
+        text(&out)
+    );
+    let fits = project.write("fits.toml", &with(48));
+    assert!(
+        project
+            .run(&["plan", fits.to_str().unwrap()])
+            .status
+            .success()
+    );
+}

@@ -187,7 +187,7 @@ fn input_files_are_fingerprinted_by_content() {
 }
 
 #[test]
-fn fingerprint_cache_reuses_hashes_by_size_and_mtime() {
+fn fingerprint_cache_reuses_hashes_until_the_file_changes() {
     let p = Project::new();
     model_dir(&p.path().join("models"), "m1", b"abc");
     let cache_path = p.path().join("fp.json");
@@ -200,6 +200,45 @@ fn fingerprint_cache_reuses_hashes_by_size_and_mtime() {
     assert_eq!(
         again.fingerprint(&p.path().join("models/m1")).unwrap(),
         first
+    );
+
+    // Rewritten in place with the same size and its old timestamp (`touch -r`): the inode
+    // change time still tells, and the content is hashed again.
+    let file = p.path().join("models/m1/model.safetensors");
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&file, b"abd").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), mtime);
+    let mut stale = FingerprintCache::open(&cache_path);
+    assert_ne!(
+        stale.fingerprint(&p.path().join("models/m1")).unwrap(),
+        first
+    );
+
+    // `--verify` hashes again even when nothing in the metadata moved: a cache entry that lies
+    // (here: edited to claim the old content) is not believed.
+    let mut fp = FingerprintCache::open(&cache_path);
+    let now = fp.fingerprint(&p.path().join("models/m1")).unwrap();
+    fp.save().unwrap();
+    let lying = std::fs::read_to_string(&cache_path).unwrap();
+    let real = orchestrate::util::hash::sha256_hex(b"abd");
+    let fake = orchestrate::util::hash::sha256_hex(b"abc");
+    std::fs::write(&cache_path, lying.replace(&real, &fake)).unwrap();
+    let mut trusting = FingerprintCache::open(&cache_path);
+    assert_ne!(
+        trusting.fingerprint(&p.path().join("models/m1")).unwrap(),
+        now
+    );
+    let mut verifying = FingerprintCache::open(&cache_path).rehashing(true);
+    assert_eq!(
+        verifying.fingerprint(&p.path().join("models/m1")).unwrap(),
+        now
     );
 }
 

@@ -443,3 +443,134 @@ fn a_failed_measurement_fails_its_point_in_every_table() {
     let status = p.run(&["status", "sweep.toml"]);
     assert!(String::from_utf8_lossy(&status.stdout).contains("failed"));
 }
+
+/// A one-bit flip in a record (a metric) is caught on every lookup: the entry is recomputed and
+/// the table shows the real value again.
+#[test]
+fn a_flipped_bit_in_a_record_is_caught() {
+    let p = Project::new();
+    // Pruned weights kept, so only the flipped entry itself is recomputed.
+    p.write(
+        "sweep.toml",
+        &SWEEP.replace("name = \"sweep\"", "name = \"sweep\"\nkeep_pruned = true"),
+    );
+    assert!(p.run(&["run", "sweep.toml"]).status.success());
+    let before = p.table_csv("sweep");
+    let record = std::fs::read_dir(p.results().join("cache/entries"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("record.json"))
+        .find(|r| std::fs::read_to_string(r).unwrap().contains("\"top1\""))
+        .unwrap();
+    let json = std::fs::read_to_string(&record).unwrap();
+    let at = json.find("\"top1\": 0.").unwrap() + "\"top1\": 0.".len();
+    let mut bytes = json.into_bytes();
+    // Flip the low bit of the first decimal digit: 0.42 → 0.52 or 0.32.
+    bytes[at] ^= 1;
+    std::fs::write(&record, bytes).unwrap();
+    let plan = p.run(&["plan", "sweep.toml", "--explain"]);
+    assert!(
+        String::from_utf8_lossy(&plan.stdout).contains("record fails its checksum"),
+        "{}",
+        text(&plan)
+    );
+    let n = p.computed().len();
+    assert!(p.run(&["run", "sweep.toml"]).status.success());
+    assert_eq!(p.computed().len(), n + 1);
+    assert_eq!(stable_table(&p.table_csv("sweep")), stable_table(&before));
+}
+
+/// `gc` never follows a link out of the cache: a results directory whose cache folders are
+/// links is refused (exit 2), and what the links point at is untouched.
+#[test]
+fn gc_refuses_linked_cache_folders() {
+    let p = Project::new();
+    p.write("sweep.toml", SWEEP);
+    assert!(p.run(&["run", "sweep.toml"]).status.success());
+    let precious = p.path().join("precious");
+    std::fs::create_dir_all(precious.join("0123")).unwrap();
+    std::fs::write(precious.join("0123/data.bin"), b"keep me").unwrap();
+    for folder in ["tmp", "entries"] {
+        let path = p.results().join("cache").join(folder);
+        let aside = p.path().join(format!("aside-{folder}"));
+        if path.exists() {
+            std::fs::rename(&path, &aside).unwrap();
+        }
+        std::os::unix::fs::symlink(&precious, &path).unwrap();
+        let out = p.run(&["gc", "sweep.toml"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("is a symbolic link"),
+            "{}",
+            text(&out)
+        );
+        assert_eq!(
+            std::fs::read(precious.join("0123/data.bin")).unwrap(),
+            b"keep me"
+        );
+        std::fs::remove_file(&path).unwrap();
+        if aside.exists() {
+            std::fs::rename(&aside, &path).unwrap();
+        }
+    }
+}
+
+/// `gc` of another manifest while a run is going waits for it: nothing the run still reads is
+/// removed, the run completes, then gc does its work.
+#[test]
+fn gc_waits_for_a_running_sweep() {
+    let p = Project::new();
+    p.write("sweep.toml", SWEEP);
+    p.write(
+        "small.toml",
+        &SWEEP.replace("model = [\"a\", \"b\"]", "model = [\"a\"]"),
+    );
+    // Model b's dense evaluations and prunes exist before the run that reads them.
+    let first = p
+        .cmd(&["run", "sweep.toml"])
+        .env("ORCHESTRATE_TEST_FAIL", "evaluate b/d2")
+        .output()
+        .unwrap();
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    let run = p
+        .cmd(&["run", "sweep.toml"])
+        .env("ORCHESTRATE_TEST_WORK_MS", "300")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let before = p.computed().len();
+    while p.computed().len() == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let gc = p.run(&["gc", "small.toml"]);
+    let run = run.wait_with_output().unwrap();
+    assert!(
+        run.status.success(),
+        "the run lost entries to gc: {}",
+        text(&run)
+    );
+    assert!(gc.status.success(), "{}", text(&gc));
+    assert!(
+        String::from_utf8_lossy(&gc.stderr).contains("waiting for the runs"),
+        "{}",
+        text(&gc)
+    );
+    all_cached_plan(&p, "small.toml");
+}
+
+/// Entries that a killed stage left half-built are removed by the next run; anything in the
+/// temporary folder the cache did not name is left alone.
+#[test]
+fn a_run_removes_leftover_temporary_entries() {
+    let p = Project::new();
+    p.write("sweep.toml", SWEEP);
+    let tmp = p.results().join("cache/tmp");
+    let leftover = tmp.join(format!("{}.12345-1", "e".repeat(64)));
+    std::fs::create_dir_all(leftover.join("artifacts")).unwrap();
+    std::fs::write(leftover.join("artifacts/weights.bin"), vec![0u8; 4096]).unwrap();
+    std::fs::create_dir_all(tmp.join("mine")).unwrap();
+    assert!(p.run(&["run", "sweep.toml"]).status.success());
+    assert!(!leftover.exists());
+    assert!(tmp.join("mine").is_dir());
+}

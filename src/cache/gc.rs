@@ -15,7 +15,8 @@ pub struct GcReport {
     pub bytes_freed: u64,
 }
 
-/// Removes entries whose key is not in `reachable`. With `dry_run`, only measures.
+/// Removes entries whose key is not in `reachable`. With `dry_run`, only measures. The caller
+/// holds the results directory ([`Cache::lock_for_gc`]) and has checked its layout.
 pub fn collect(
     cache: &Cache,
     reachable: &HashSet<String>,
@@ -45,20 +46,7 @@ pub fn collect(
             }
         }
     }
-    // Temporary directories of entries being built: only those whose key is not locked.
-    if let Ok(dir) = fs::read_dir(cache.root().join("tmp")) {
-        for entry in dir.filter_map(Result::ok) {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let key = name.split('.').next().unwrap_or_default().to_string();
-            let held = key.len() == 64 && cache.try_lock(&key).ok().flatten().is_none();
-            if !held {
-                report.bytes_freed += fsx::tree_size(&entry.path());
-                if !dry_run {
-                    let _ = fs::remove_dir_all(entry.path());
-                }
-            }
-        }
-    }
+    report.bytes_freed += clean_tmp(cache, dry_run);
     if !dry_run && let Ok(dir) = fs::read_dir(cache.root().join("failures")) {
         for entry in dir.filter_map(Result::ok) {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -68,6 +56,40 @@ pub fn collect(
         }
     }
     Ok(report)
+}
+
+/// The key of a name the cache gives its temporary directories: `<key>.<suffix>` (an entry
+/// being built) or `trash.<key>.<suffix>` (an entry being removed).
+fn tmp_key(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix("trash.").unwrap_or(name);
+    let (key, suffix) = rest.split_once('.')?;
+    let hex = key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex && !suffix.is_empty()).then_some(key)
+}
+
+/// Removes what interrupted stages left in `tmp/`: directories the cache named itself whose key
+/// no live process holds (a builder holds its key's lock until it publishes or drops the
+/// directory). Anything else there, and links, are left alone. Returns the bytes freed.
+pub fn clean_tmp(cache: &Cache, dry_run: bool) -> u64 {
+    let mut freed = 0;
+    let Ok(dir) = fs::read_dir(cache.root().join("tmp")) else {
+        return 0;
+    };
+    for entry in dir.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(key) = tmp_key(&name) else { continue };
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let Some(_lock) = cache.try_lock(key).ok().flatten() else {
+            continue;
+        };
+        freed += fsx::tree_size(&entry.path());
+        if !dry_run {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    freed
 }
 
 #[cfg(test)]
@@ -92,6 +114,7 @@ mod tests {
             timing: Default::default(),
             provenance: Default::default(),
             evicted: false,
+            checksum: None,
         };
         b.commit(record, &[]).unwrap();
     }

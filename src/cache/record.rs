@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 
-pub const RECORD_FORMAT: u32 = 1;
+/// 2: records carry their own checksum.
+pub const RECORD_FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Record {
@@ -25,6 +26,10 @@ pub struct Record {
     /// the stages that already consumed them.
     #[serde(default)]
     pub evicted: bool,
+    /// sha256 of the record's JSON with this field absent ([`Record::seal`]); a flipped bit
+    /// anywhere in the record shows. Records of format 1 have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -69,8 +74,61 @@ pub struct Provenance {
 }
 
 impl Record {
+    fn digest(&self) -> String {
+        let unsealed = Record {
+            checksum: None,
+            ..self.clone()
+        };
+        crate::util::hash::sha256_hex(&serde_json::to_vec(&unsealed).expect("record serialises"))
+    }
+
+    /// Sets the checksum over everything else.
+    pub fn seal(&mut self) {
+        self.checksum = Some(self.digest());
+    }
+
+    /// Whether the record is intact: its checksum matches (a format-1 record has none).
+    pub fn intact(&self) -> bool {
+        match &self.checksum {
+            Some(sum) => *sum == self.digest(),
+            None => self.format < 2,
+        }
+    }
+
     /// A metric as f64, if present and numeric.
     pub fn metric(&self, name: &str) -> Option<f64> {
         self.metrics.get(name).and_then(Json::as_f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flipped_bit_breaks_the_seal() {
+        let mut r = Record {
+            format: RECORD_FORMAT,
+            key: "k".into(),
+            kind: "evaluate".into(),
+            version: 1,
+            label: "evaluate a".into(),
+            params: serde_json::json!({"b": 1, "a": [1.5, 2]}),
+            upstream: vec![],
+            inputs: vec![],
+            artifacts: vec![],
+            metrics: serde_json::json!({"top1": 0.42}),
+            timing: Timing::default(),
+            provenance: Provenance::default(),
+            evicted: false,
+            checksum: None,
+        };
+        assert!(!r.intact(), "a format-2 record must be sealed");
+        r.seal();
+        let text = serde_json::to_string(&r).unwrap();
+        let back: Record = serde_json::from_str(&text).unwrap();
+        assert!(back.intact());
+        let flipped: Record = serde_json::from_str(&text.replace("0.42", "0.52")).unwrap();
+        assert!(!flipped.intact());
     }
 }

@@ -15,7 +15,14 @@ pub enum CacheError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "{path} is a symbolic link; the cache's folders must be real directories (cleanup never follows a link out of the cache)"
+    )]
+    Link { path: PathBuf },
 }
+
+/// The folders the cache creates and cleans.
+const FOLDERS: [&str; 5] = ["entries", "tmp", "locks", "failures", "slots"];
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
     move |source| CacheError::Io {
@@ -77,6 +84,60 @@ impl Cache {
         self.root.join("fingerprints.json")
     }
 
+    /// Refuses a cache whose own folders (or itself) are symbolic links: removing through one
+    /// would delete whatever it points at.
+    pub fn check_layout(&self) -> Result<(), CacheError> {
+        let folders =
+            std::iter::once(self.root.clone()).chain(FOLDERS.iter().map(|f| self.root.join(f)));
+        for path in folders {
+            if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(CacheError::Link { path });
+            }
+        }
+        Ok(())
+    }
+
+    fn results_lock_file(&self) -> Result<File, CacheError> {
+        fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
+        let path = self.root.join("results.lock");
+        File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))
+    }
+
+    /// Held (shared) by every run for its whole duration, so `gc` never removes an entry a run
+    /// may still read. Released on drop, and by the OS if the process dies.
+    pub fn lock_for_run(&self) -> Result<File, CacheError> {
+        let file = self.results_lock_file()?;
+        file.lock_shared()
+            .map_err(io_err(&self.root.join("results.lock")))?;
+        Ok(file)
+    }
+
+    /// Held (exclusively) by `gc`: `None` while a run holds the directory.
+    pub fn try_lock_for_gc(&self) -> Result<Option<File>, CacheError> {
+        let file = self.results_lock_file()?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(CacheError::Io {
+                path: self.root.join("results.lock"),
+                source: e,
+            }),
+        }
+    }
+
+    /// Blocks until no run holds the directory, then holds it exclusively.
+    pub fn lock_for_gc(&self) -> Result<File, CacheError> {
+        let file = self.results_lock_file()?;
+        file.lock()
+            .map_err(io_err(&self.root.join("results.lock")))?;
+        Ok(file)
+    }
+
     /// The keys that have an entry directory (complete or not).
     pub fn entry_keys(&self) -> std::collections::HashSet<String> {
         fs::read_dir(self.root.join("entries"))
@@ -105,6 +166,9 @@ impl Cache {
             Ok(r) => r,
             Err(e) => return Lookup::Corrupt(format!("record is not valid: {e}")),
         };
+        if !record.intact() {
+            return Lookup::Corrupt("record fails its checksum".into());
+        }
         if record.key != key {
             return Lookup::Corrupt(format!("record names key {} instead", record.key));
         }
@@ -224,6 +288,7 @@ impl Cache {
         let dir = self.entry_dir(&record.key);
         let mut updated = record.clone();
         updated.evicted = true;
+        updated.seal();
         let path = dir.join("record.json");
         fsx::write_atomic(
             &path,
@@ -346,6 +411,7 @@ impl EntryBuilder {
         }
         record.artifacts = artifacts;
         record.key = self.key.clone();
+        record.seal();
         let record_path = self.tmp.join("record.json");
         fsx::write_atomic(
             &record_path,

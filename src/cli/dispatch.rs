@@ -68,11 +68,12 @@ pub struct Loaded {
     pub cache: Cache,
 }
 
-/// Loads and validates the manifest, then plans it (fingerprinting inputs through the cache).
-pub fn load(results: &Path, manifest: &Path) -> Result<Loaded, CliError> {
+/// Loads and validates the manifest, then plans it (fingerprinting inputs through the cache;
+/// with `verify`, every input is hashed again).
+pub fn load(results: &Path, manifest: &Path, verify: bool) -> Result<Loaded, CliError> {
     let exp = manifest::load(manifest, crate::stages::methods::specs())?;
     let cache = Cache::new(results);
-    let mut fingerprints = FingerprintCache::open(&cache.fingerprints_path());
+    let mut fingerprints = FingerprintCache::open(&cache.fingerprints_path()).rehashing(verify);
     let plan = crate::plan::build(&exp, &mut fingerprints)?;
     // A fingerprint cache that cannot be saved only costs re-hashing next time.
     let _ = fingerprints.save();

@@ -36,6 +36,8 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Cache(#[from] crate::cache::CacheError),
 }
 
 impl CliError {
@@ -47,6 +49,8 @@ impl CliError {
             CliError::Stage(StageError::BadJob { .. }) => exit::BAD_INPUT,
             CliError::Stage(_) => exit::STAGE_FAILED,
             CliError::Io { .. } => exit::INTERNAL,
+            CliError::Cache(crate::cache::CacheError::Link { .. }) => exit::BAD_INPUT,
+            CliError::Cache(_) => exit::INTERNAL,
         }
     }
 
@@ -55,8 +59,11 @@ impl CliError {
             CliError::Plan(_) => {
                 Some("check that the file is readable, or fix the manifest's path")
             }
-            CliError::Io { .. } => {
+            CliError::Io { .. } | CliError::Cache(crate::cache::CacheError::Io { .. }) => {
                 Some("check that the results directory is writable (--results DIR)")
+            }
+            CliError::Cache(crate::cache::CacheError::Link { .. }) => {
+                Some("replace the link with a directory, or point --results at the real one")
             }
             _ => None,
         }

@@ -62,7 +62,7 @@ pub fn run(
     out: &Path,
     force: bool,
 ) -> Result<i32, CliError> {
-    let l = load(results, manifest)?;
+    let l = load(results, manifest, false)?;
     let found: Vec<usize> = (0..l.exp.points.len())
         .filter(|&i| select.matches(&l.exp.points[i]))
         .collect();

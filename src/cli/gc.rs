@@ -11,11 +11,24 @@ pub fn run(results: &Path, manifests: &[PathBuf], dry_run: bool) -> Result<i32, 
     let mut reachable = HashSet::new();
     let mut cache = None;
     for m in manifests {
-        let l = load(results, m)?;
+        let l = load(results, m, false)?;
         reachable.extend(l.plan.nodes.iter().map(|n| n.key.clone()));
         cache = Some(l.cache);
     }
     let cache = cache.expect("clap requires at least one manifest");
+    cache.check_layout()?;
+    // A run reads entries it did not compute (its upstream): wait for every run to end.
+    let _held = match cache.try_lock_for_gc() {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            eprintln!(
+                "waiting for the runs using {} to finish…",
+                results.display()
+            );
+            cache.lock_for_gc()?
+        }
+        Err(e) => return Err(e.into()),
+    };
     let report = gc::collect(&cache, &reachable, dry_run).map_err(io_context(format!(
         "cannot clean {}",
         cache.root().display()

@@ -13,7 +13,7 @@ pub fn run(
     format: Format,
     verify: bool,
 ) -> Result<i32, CliError> {
-    let l = load(results, manifest)?;
+    let l = load(results, manifest, verify)?;
     let states = freshness(&l.cache, &l.plan, verify, explain || format == Format::Json);
     match format {
         Format::Json => {

@@ -8,7 +8,7 @@ use crate::progress::{Console, EventLog};
 use std::path::{Path, PathBuf};
 
 pub fn run(results: &Path, manifest: &Path, retries: u32, verify: bool) -> Result<i32, CliError> {
-    let l = load(results, manifest)?;
+    let l = load(results, manifest, verify)?;
     let states = freshness(&l.cache, &l.plan, verify, false);
     let (summary, run_dir) = execute(&l, results, &states, retries, verify, l.exp.keep_pruned)?;
 
@@ -86,6 +86,11 @@ pub fn execute(
         "cannot resolve the results directory {}",
         results.display()
     )))?;
+    // Held until the run ends: `gc` waits for it rather than remove what it may read.
+    let cache = crate::cache::Cache::new(&results_dir);
+    let _held = cache.lock_for_run()?;
+    // Entries that killed stages left half-built (no live process holds their key).
+    crate::cache::gc::clean_tmp(&cache, false);
     let run_dir = results_dir.join("runs").join(&run_id);
     std::fs::create_dir_all(&run_dir).map_err(io_context(format!(
         "cannot create run directory {}",

@@ -5,7 +5,7 @@ use crate::cache::{State, freshness};
 use std::path::Path;
 
 pub fn run(results: &Path, manifest: &Path, all: bool) -> Result<i32, CliError> {
-    let l = load(results, manifest)?;
+    let l = load(results, manifest, false)?;
     let states = freshness(&l.cache, &l.plan, false, false);
     let mut counts = [0usize; 4];
     let mut lines = Vec::new();

@@ -9,7 +9,7 @@ use crate::util::fsx;
 use std::path::{Path, PathBuf};
 
 pub fn run(results: &Path, manifest: &Path, pivot: Option<Pivot>) -> Result<i32, CliError> {
-    let l = load(results, manifest)?;
+    let l = load(results, manifest, false)?;
     let (rows, (csv, parquet)) = write(&l, results)?;
     println!("wrote {} and {}", csv.display(), parquet.display());
     if let Some(p) = pivot {

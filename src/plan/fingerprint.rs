@@ -3,13 +3,16 @@
 //! A file's fingerprint is the sha256 of its bytes; a directory's is the sha256 over its files'
 //! relative paths and fingerprints (hidden files skipped), so it does not depend on where the
 //! directory lives. Re-hashing gigabytes on every `plan` is avoided by a cache keyed by
-//! absolute path + size + mtime, stored as JSON beside the stage cache. Hugging Face cache blobs
-//! are named by the sha256 of their content, which is used directly.
+//! absolute path + size + mtime + inode change time + inode, stored as JSON beside the stage
+//! cache: a file rewritten with its old timestamp (`touch -r`) still changes its ctime, which no
+//! user call can set. Hugging Face cache blobs are named by the sha256 of their content, which
+//! is used directly. [`FingerprintCache::rehashing`] (`--verify`) hashes everything again.
 
 use crate::util::{fsx, hash};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -17,6 +20,10 @@ use std::time::UNIX_EPOCH;
 struct Entry {
     size: u64,
     mtime_ns: i128,
+    #[serde(default)]
+    ctime_ns: i128,
+    #[serde(default)]
+    inode: u64,
     sha256: String,
 }
 
@@ -25,6 +32,8 @@ pub struct FingerprintCache {
     path: Option<PathBuf>,
     entries: HashMap<String, Entry>,
     dirty: bool,
+    /// Hash every file, trusting neither the cache nor blob names.
+    rehash: bool,
 }
 
 impl FingerprintCache {
@@ -38,7 +47,14 @@ impl FingerprintCache {
             path: Some(path.to_path_buf()),
             entries,
             dirty: false,
+            rehash: false,
         }
+    }
+
+    /// With `rehash`, every file is hashed again (and the cache refreshed).
+    pub fn rehashing(mut self, rehash: bool) -> Self {
+        self.rehash = rehash;
+        self
     }
 
     /// A cache that is never saved (tests, benchmarks).
@@ -82,7 +98,8 @@ impl FingerprintCache {
 
     fn file(&mut self, path: &Path, meta: &std::fs::Metadata) -> io::Result<String> {
         // Hugging Face cache: snapshot files are symlinks to blobs named by their sha256.
-        if let Ok(target) = std::fs::read_link(path)
+        if !self.rehash
+            && let Ok(target) = std::fs::read_link(path)
             && let Some(name) = target.file_name().and_then(|n| n.to_str())
             && name.len() == 64
             && name.bytes().all(|b| b.is_ascii_hexdigit())
@@ -95,9 +112,13 @@ impl FingerprintCache {
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos() as i128);
-        if let Some(e) = self.entries.get(&abs)
+        let ctime_ns = meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128;
+        if !self.rehash
+            && let Some(e) = self.entries.get(&abs)
             && e.size == meta.len()
             && e.mtime_ns == mtime_ns
+            && e.ctime_ns == ctime_ns
+            && e.inode == meta.ino()
         {
             return Ok(e.sha256.clone());
         }
@@ -107,6 +128,8 @@ impl FingerprintCache {
             Entry {
                 size: meta.len(),
                 mtime_ns,
+                ctime_ns,
+                inode: meta.ino(),
                 sha256: sha256.clone(),
             },
         );

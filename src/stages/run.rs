@@ -94,6 +94,7 @@ pub fn run(job: &JobSpec) -> Result<Published, StageError> {
         },
         provenance: provenance(&job.assigned_device),
         evicted: false,
+        checksum: None,
     };
     Ok(Published {
         record: builder.commit(record, &output.transient)?,

@@ -5,6 +5,9 @@ use super::getters::join;
 use crate::manifest::tree::{Entry, Span, Table};
 use std::collections::BTreeMap;
 
+/// The longest experiment name: `results/<name>/<name>_id.parquet` must fit 255 bytes.
+const MAX_NAME: usize = 255 - "_id.parquet".len();
+
 impl Cx<'_> {
     pub(super) fn experiment_section(&mut self, top: &Table) -> (Option<String>, String, bool) {
         let Some(entry) = top.get("experiment") else {
@@ -19,13 +22,32 @@ impl Cx<'_> {
         let Some(t) = self.table(&entry.node, "experiment") else {
             return (None, String::new(), false);
         };
-        self.known_keys(t, "experiment", &["name", "description", "keep_pruned"]);
+        self.known_keys(
+            t,
+            "experiment",
+            &["name", "description", "keep_pruned", "max_points"],
+        );
+        if let Some(e) = t.get("max_points")
+            && let Some(n) = self.integer(&e.node, "experiment.max_points", 1, i64::MAX)
+        {
+            self.max_points = n as u64;
+        }
         let name = match t.get("name") {
             Some(e) => self.string(&e.node, "experiment.name").filter(|n| {
                 let ok = n
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
                     && !n.starts_with('.');
+                // It names files: `<name>_id.parquet` must fit a file name (255 bytes).
+                if ok && n.len() > MAX_NAME {
+                    self.d.error_hint(
+                        &e.node.span,
+                        "experiment.name",
+                        format!("the name has {} characters; at most {MAX_NAME} fit the file names it makes", n.len()),
+                        "shorten it",
+                    );
+                    return false;
+                }
                 if !ok {
                     self.d.error_hint(
                         &e.node.span,

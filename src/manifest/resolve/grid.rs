@@ -163,6 +163,24 @@ impl Cx<'_> {
             return None;
         }
         let groups = groups?;
+        // Counted before anything is expanded: a huge grid is refused, not allocated.
+        let count = groups
+            .iter()
+            .map(|g| axes[g[0]].len() as u64)
+            .try_fold(1u64, u64::checked_mul)
+            .unwrap_or(u64::MAX);
+        if count > self.max_points {
+            self.d.error_hint(
+                &entry.key_span,
+                "grid",
+                format!(
+                    "the grid expands to {count} points, more than the limit of {}",
+                    self.max_points
+                ),
+                "split the sweep into several manifests, or raise `max_points` under [experiment]",
+            );
+            return None;
+        }
 
         // Cartesian product over factors (a zip group is one factor).
         let mut points: Vec<BTreeMap<&str, AxisValue>> = vec![BTreeMap::new()];

@@ -70,9 +70,36 @@ pub(super) fn check_model_dir(dir: &Path) -> Result<(), String> {
 }
 
 /// The integers of an index file: separated by whitespace or commas, optionally inside `[ ]`.
+/// The largest index file read (16 MiB: millions of indices).
+const INDEX_FILE_LIMIT: u64 = 16 << 20;
+
 pub(super) fn read_index_file(file: &Path) -> Result<Vec<u64>, String> {
-    let text = std::fs::read_to_string(file)
+    // Checked before opening: a FIFO would block the open, a device never ends.
+    let meta = std::fs::metadata(file)
         .map_err(|e| format!("cannot read index file {}: {e}", file.display()))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "index file {} is not a regular file",
+            file.display()
+        ));
+    }
+    if meta.len() > INDEX_FILE_LIMIT {
+        return Err(format!(
+            "index file {} has {} bytes; at most {INDEX_FILE_LIMIT} are read",
+            file.display(),
+            meta.len()
+        ));
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(
+            std::fs::File::open(file)
+                .map_err(|e| format!("cannot read index file {}: {e}", file.display()))?,
+            INDEX_FILE_LIMIT,
+        ),
+        &mut text,
+    )
+    .map_err(|e| format!("cannot read index file {}: {e}", file.display()))?;
     let body = text.trim();
     let body = body
         .strip_prefix('[')

@@ -29,6 +29,7 @@ pub fn load(path: &Path, methods: Methods) -> Result<Experiment, ManifestError> 
         d: Diags::new(path, &src),
         base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         registry: methods,
+        max_points: super::MAX_POINTS,
     };
     let root = match tree::parse(&src) {
         Ok(root) => root,

@@ -39,4 +39,10 @@ struct Cx<'s> {
     d: Diags<'s>,
     base_dir: PathBuf,
     registry: Methods,
+    /// The most grid points a manifest may expand to (`[experiment] max_points`).
+    max_points: u64,
 }
+
+/// The default of `[experiment] max_points`: far above any paper's sweep, far below what
+/// exhausts memory.
+const MAX_POINTS: u64 = 100_000;
