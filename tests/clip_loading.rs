@@ -207,3 +207,28 @@ fn init_model_is_byte_reproducible() {
         assert!(a == b, "{f:?} differs between two init-model runs");
     }
 }
+
+/// Weights holding NaN or infinity are refused when loaded, naming the tensor.
+#[test]
+fn non_finite_weights_are_refused() {
+    for bad in [f64::NAN, f64::INFINITY] {
+        let d = tempfile::tempdir().unwrap();
+        tiny(d.path());
+        rewrite(d.path(), |t| {
+            for (n, v) in t.iter_mut() {
+                if n == "vision_model.encoder.layers.1.mlp.fc2.weight" {
+                    let mut full = Tensor::zeros([64, 256], (tch::Kind::Float, Device::Cpu));
+                    let _ = full.narrow(0, 3, 1).fill_(bad);
+                    *v = full;
+                }
+            }
+        });
+        let e = load_err(d.path(), &[]);
+        assert!(
+            e.contains(
+                "tensor vision_model.encoder.layers.1.mlp.fc2.weight holds NaN or infinite values"
+            ),
+            "{e}"
+        );
+    }
+}

@@ -574,3 +574,69 @@ fn a_run_removes_leftover_temporary_entries() {
     assert!(!leftover.exists());
     assert!(tmp.join("mine").is_dir());
 }
+
+/// Same-size corruption of an upstream artifact is never consumed: a stage that reads it fails
+/// (and removes the corrupt entry, so the next run recomputes it); `--verify` recomputes the
+/// corrupt entry and everything computed from it, and says why.
+#[test]
+fn stages_never_consume_corrupt_upstream_artifacts() {
+    let p = Project::new();
+    let sweep = SWEEP.replace("name = \"sweep\"", "name = \"sweep\"\nkeep_pruned = true");
+    p.write("sweep.toml", &sweep);
+    assert!(p.run(&["run", "sweep.toml"]).status.success());
+    let flip = |label: &str| {
+        let dir = std::fs::read_dir(p.results().join("cache/entries"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|d| {
+                std::fs::read_to_string(d.join("record.json"))
+                    .unwrap()
+                    .contains(&format!("\"label\": \"{label}\""))
+            })
+            .unwrap();
+        let file = dir.join("artifacts/output.txt");
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[0] = if bytes[0] == b'0' { b'1' } else { b'0' };
+        std::fs::write(&file, bytes).unwrap();
+    };
+
+    // A new stage reads a silently corrupted prune: it fails instead of using it.
+    flip("prune a/d1 wanda@0.5 n=8 seed=0");
+    p.write(
+        "more.toml",
+        &format!("{sweep}\n[stages]\nintrinsic_dimension = true\n"),
+    );
+    let out = p.run(&["run", "more.toml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("fails its checksum; it was removed"),
+        "{}",
+        text(&out)
+    );
+    let again = p.run(&["run", "more.toml"]);
+    assert!(again.status.success(), "{}", text(&again));
+
+    // --verify: the corrupt entry and what was computed from it run again, with the reason.
+    flip("prune b/d2 sg@2:4 n=16 seed=0");
+    let n = p.computed().len();
+    let out = p.run(&["run", "sweep.toml", "--verify"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let redone: Vec<String> = p.computed()[n..].to_vec();
+    assert_eq!(redone.len(), 2, "the prune and its evaluation: {redone:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("computed from a corrupt entry (prune b/d2 sg@2:4 n=16 seed=0)"),
+        "{}",
+        text(&out)
+    );
+    let events = walkdir::WalkDir::new(p.results().join("runs"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name() == "events.jsonl")
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect::<String>();
+    assert!(
+        events.contains("\"reason\":\"corrupt entry: artifact output.txt fails its checksum\"")
+    );
+}

@@ -27,6 +27,9 @@ pub enum Reason {
     Corrupt(String),
     /// Transient artifacts were dropped and a new downstream stage needs them.
     Evicted,
+    /// Computed from an entry found corrupt (the label of that entry): its result cannot be
+    /// trusted either.
+    UpstreamCorrupt(String),
     /// The last attempt failed.
     Failed {
         error: String,
@@ -46,6 +49,9 @@ impl fmt::Display for Reason {
                 f,
                 "its weights were dropped by the retention policy (keep_pruned = false) and are needed again"
             ),
+            Reason::UpstreamCorrupt(label) => {
+                write!(f, "computed from a corrupt entry ({label})")
+            }
             Reason::Failed { error } => write!(f, "failed before: {error}"),
         }
     }
@@ -68,13 +74,26 @@ pub fn freshness(cache: &Cache, plan: &Plan, verify: bool, explain: bool) -> Vec
             }
         })
         .collect();
+    // Upstream first: whatever was computed from a corrupt entry cannot be trusted either.
+    let mut tainted: Vec<Option<String>> = vec![None; plan.nodes.len()];
+    for (id, node) in plan.nodes.iter().enumerate() {
+        tainted[id] = node.upstream.iter().find_map(|&u| match &lookups[u] {
+            Lookup::Corrupt(_) => Some(plan.nodes[u].label.clone()),
+            _ => tainted[u].clone(),
+        });
+    }
     let dependents = plan.dependents();
     let mut states: Vec<Option<State>> = vec![None; plan.nodes.len()];
-    // Dependents come later in creation order, so a reverse pass sees them first.
+    // Dependents come later in creation order, so a reverse pass sees them first (a dropped
+    // entry is recomputed only when a stage that runs needs it).
     for id in (0..plan.nodes.len()).rev() {
-        let state = match &lookups[id] {
-            Lookup::Done(_) => State::Cached,
-            Lookup::Evicted(_) => {
+        let state = match (&lookups[id], &tainted[id]) {
+            (Lookup::Corrupt(why), _) => State::Run(Reason::Corrupt(why.clone())),
+            (Lookup::Done(_) | Lookup::Evicted(_), Some(from)) => {
+                State::Run(Reason::UpstreamCorrupt(from.clone()))
+            }
+            (Lookup::Done(_), None) => State::Cached,
+            (Lookup::Evicted(_), None) => {
                 let needed = dependents[id]
                     .iter()
                     .any(|&d| matches!(states[d], Some(State::Run(_))));
@@ -84,9 +103,8 @@ pub fn freshness(cache: &Cache, plan: &Plan, verify: bool, explain: bool) -> Vec
                     State::Cached
                 }
             }
-            Lookup::Corrupt(why) => State::Run(Reason::Corrupt(why.clone())),
-            Lookup::Missing if explain => State::Run(reason(cache, plan, id)),
-            Lookup::Missing => State::Run(Reason::NoRecord),
+            (Lookup::Missing, _) if explain => State::Run(reason(cache, plan, id)),
+            (Lookup::Missing, _) => State::Run(Reason::NoRecord),
         };
         states[id] = Some(state);
     }

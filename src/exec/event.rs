@@ -19,6 +19,9 @@ pub enum Event {
         node: NodeId,
         label: String,
         device: String,
+        /// Why it runs, when it was computed before (corrupt, dropped weights, …).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// Another run computed the node while this one waited for its lock.
     Cached {

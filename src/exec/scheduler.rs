@@ -7,7 +7,7 @@ use super::backend::{Backend, Finished, JobOutcome};
 use super::event::{Event, RunSummary};
 use super::signals::Interrupts;
 use crate::cache::store::Failure;
-use crate::cache::{Cache, Lookup, State};
+use crate::cache::{Cache, Lookup, Reason, State};
 use crate::plan::{JobSpec, NodeId, Plan};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -121,6 +121,10 @@ pub fn run(
                     node: id,
                     label: plan.nodes[id].label.clone(),
                     device,
+                    reason: match &states[id] {
+                        State::Run(Reason::NoRecord) | State::Cached => None,
+                        State::Run(r) => Some(r.to_string()),
+                    },
                 }),
                 Err(error) => unstarted.push(Finished {
                     node: id,

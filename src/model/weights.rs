@@ -135,6 +135,13 @@ pub fn load_into(vs: &VarStore, dir: &Path, prefix: &str) -> Result<(), ModelErr
                     ),
                 });
             }
+            // A NaN or infinity would only show later as a meaningless accuracy.
+            if t.is_floating_point() && !bool::try_from(t.isfinite().all())? {
+                return Err(ModelError::Weights {
+                    path: file.clone(),
+                    reason: format!("tensor {name} holds NaN or infinite values"),
+                });
+            }
             let mut var = var.shallow_clone();
             var.f_copy_(t)?;
         }

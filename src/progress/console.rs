@@ -61,10 +61,18 @@ impl Console {
                 }
                 self.line(text);
             }
-            Event::Started { label, device, .. } => {
+            Event::Started {
+                label,
+                device,
+                reason,
+                ..
+            } => {
                 c.running += 1;
-                if self.bar.is_none() {
-                    println!("start    {label} [{device}]");
+                match reason {
+                    // Recomputing what was computed before is worth a line even under the bar.
+                    Some(why) => self.line(format!("start    {label} [{device}]: {why}")),
+                    None if self.bar.is_none() => println!("start    {label} [{device}]"),
+                    None => {}
                 }
             }
             Event::Cached { label, .. } => {

@@ -37,23 +37,37 @@ pub fn run(job: &JobSpec) -> Result<Published, StageError> {
     let cache = Cache::new(&job.results_dir);
     let _lock = cache.lock(&job.key)?;
     match cache.lookup(&job.key, job.verify) {
-        Lookup::Done(r) => {
+        // Complete, and computed from the upstream entries there now (another run published
+        // it while this one waited for the lock).
+        Lookup::Done(r) if !predates_upstream(&cache, job, &r) => {
             return Ok(Published {
                 record: *r,
                 computed: false,
             });
         }
         Lookup::Missing => {}
+        // Corrupt, dropped by retention, or computed before an upstream entry was replaced
+        // (a corrupt one recomputed): computed again.
         _ => cache.discard(&job.key)?,
     }
+    // What this stage reads is checked against its checksums first: corrupt bytes are never
+    // consumed. A corrupt entry is removed (when no process holds it), so the next run
+    // recomputes it and everything computed from it.
     for up in &job.upstream {
-        match cache.lookup(&up.key, false) {
+        match cache.lookup(&up.key, true) {
             Lookup::Done(_) => {}
             other => {
+                let mut why = other.describe();
+                if let Lookup::Corrupt(_) = other
+                    && let Ok(Some(_held)) = cache.try_lock(&up.key)
+                    && cache.discard(&up.key).is_ok()
+                {
+                    why.push_str("; it was removed");
+                }
                 return Err(StageError::Upstream {
                     kind: up.kind,
                     key: up.key.clone(),
-                    why: other.describe(),
+                    why,
                 });
             }
         }
@@ -100,6 +114,17 @@ pub fn run(job: &JobSpec) -> Result<Published, StageError> {
         record: builder.commit(record, &output.transient)?,
         computed: true,
     })
+}
+
+/// Whether `record` started before one of the job's upstream entries was published: it was
+/// computed from an earlier (corrupt, since replaced) version of that entry.
+fn predates_upstream(cache: &Cache, job: &JobSpec, record: &Record) -> bool {
+    job.upstream
+        .iter()
+        .any(|u| match cache.lookup(&u.key, false) {
+            Lookup::Done(up) | Lookup::Evicted(up) => up.timing.finished > record.timing.started,
+            _ => false,
+        })
 }
 
 fn dispatch(
