@@ -217,7 +217,7 @@ fn non_finite_weights_are_refused() {
         rewrite(d.path(), |t| {
             for (n, v) in t.iter_mut() {
                 if n == "vision_model.encoder.layers.1.mlp.fc2.weight" {
-                    let mut full = Tensor::zeros([64, 256], (tch::Kind::Float, Device::Cpu));
+                    let full = Tensor::zeros([64, 256], (tch::Kind::Float, Device::Cpu));
                     let _ = full.narrow(0, 3, 1).fill_(bad);
                     *v = full;
                 }
