@@ -232,3 +232,28 @@ fn non_finite_weights_are_refused() {
         );
     }
 }
+
+/// The tensors the planner expects of a checkpoint are exactly the variables the model builds,
+/// for uniform and per-layer shapes.
+#[test]
+fn expected_tensor_shapes_match_the_model() {
+    let mut config = orchestrate::model::create::preset("tiny").unwrap();
+    config.text.vocab_size = 64;
+    let check = |config: &orchestrate::model::ClipConfig| {
+        let model = Clip::new(config, Device::Cpu);
+        let built: std::collections::BTreeMap<String, Vec<i64>> = model
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(k, v)| (k, v.size()))
+            .collect();
+        assert_eq!(config.tensor_shapes(), built);
+    };
+    check(&config);
+    let mut shapes = config.vision.shapes();
+    shapes[1].heads = 0;
+    shapes[2].intermediate_size = 7;
+    shapes[0].head_dim = 5;
+    config.vision.layer_shapes = Some(shapes);
+    check(&config);
+}

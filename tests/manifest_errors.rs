@@ -183,3 +183,62 @@ fn max_points_bounds_the_grid() {
             .success()
     );
 }
+
+/// Parquet datasets are checked at plan time, footers only: a truncated file and a missing
+/// column are both reported (exit 2), naming the file.
+#[test]
+fn broken_parquet_splits_are_found_by_plan() {
+    use polars::prelude::*;
+    let project = Project::new();
+    let dir = project.path().join("data/d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |path: &std::path::Path| {
+        let bytes = Series::new("bytes".into(), vec![Some(&b"png"[..]); 3]);
+        let paths = Series::new("path".into(), vec![None::<&str>; 3]);
+        let image = StructChunked::from_series("image".into(), 3, [bytes, paths].iter())
+            .unwrap()
+            .into_series();
+        let label = Series::new("label".into(), vec![0i64, 1, 0]);
+        let mut df = DataFrame::new(3, vec![image.into(), label.into()]).unwrap();
+        ParquetWriter::new(std::fs::File::create(path).unwrap())
+            .finish(&mut df)
+            .unwrap();
+    };
+    let test = dir.join("test-00000-of-00001.parquet");
+    let train = dir.join("train-00000-of-00001.parquet");
+    write(&test);
+    write(&train);
+    let full = std::fs::read(&train).unwrap();
+    std::fs::write(&train, &full[..full.len() / 2]).unwrap();
+    let m = project.write(
+        "parquet.toml",
+        r#"[experiment]
+name = "x"
+[models.clip]
+test = true
+[datasets.d]
+path = "data/d"
+label_column = "fine_label"
+classnames = ["a", "b"]
+templates = ["a photo of a {c}."]
+[grid]
+model = "clip"
+dataset = "d"
+method = "wanda"
+sparsity = 0.5
+"#,
+    );
+    let out = project.run(&["plan", m.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "test-00000-of-00001.parquet: no column `fine_label` (columns: image, label)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("train-00000-of-00001.parquet: not a readable parquet file"),
+        "{stderr}"
+    );
+}

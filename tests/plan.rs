@@ -129,6 +129,11 @@ fn keys_are_stable_across_checkouts_and_change_minimally() {
     }
 }
 
+/// A real (tiny) model: `plan` reads its config and checkpoint headers.
+fn tiny_model(dir: &Path, seed: i64) {
+    orchestrate::model::create::create(dir, "tiny", seed).unwrap();
+}
+
 fn model_dir(root: &Path, name: &str, weights: &[u8]) {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
@@ -158,8 +163,8 @@ fn input_files_are_fingerprinted_by_content() {
     let a = Project::new();
     let b = Project::new();
     for p in [&a, &b] {
-        model_dir(&p.path().join("models"), "m1", b"weights one");
-        model_dir(&p.path().join("models"), "m2", b"weights two");
+        tiny_model(&p.path().join("models/m1"), 1);
+        tiny_model(&p.path().join("models/m2"), 2);
         p.write("data/d/cat/0.png", "not really a png");
         p.write("data/d/dog/0.png", "nor this");
     }
@@ -171,7 +176,8 @@ fn input_files_are_fingerprinted_by_content() {
     );
 
     // Change m2's weights: exactly m2's nodes change.
-    std::fs::write(b.path().join("models/m2/model.safetensors"), b"weights 2!").unwrap();
+    std::fs::remove_dir_all(b.path().join("models/m2")).unwrap();
+    tiny_model(&b.path().join("models/m2"), 3);
     let pb = plan_of(&b.path().join("f.toml"));
     for n in &pb.nodes {
         assert_eq!(ka.contains(&n.key), !n.label.contains("m2/"), "{}", n.label);

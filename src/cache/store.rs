@@ -98,14 +98,7 @@ impl Cache {
     }
 
     fn results_lock_file(&self) -> Result<File, CacheError> {
-        fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
-        let path = self.root.join("results.lock");
-        File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(&path))
+        open_lock(&self.root.join("results.lock"))
     }
 
     /// Held (shared) by every run for its whole duration, so `gc` never removes an entry a run
@@ -267,16 +260,7 @@ impl Cache {
     }
 
     fn lock_file(&self, key: &str) -> Result<File, CacheError> {
-        let path = self.lock_path(key);
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(io_err(dir))?;
-        }
-        File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(&path))
+        open_lock(&self.lock_path(key))
     }
 
     /// Drops transient artifacts of a finished entry (record first, so a crash in between only
@@ -296,8 +280,16 @@ impl Cache {
         )
         .map_err(io_err(&path))?;
         let mut freed = 0;
+        let artifacts = dir.join("artifacts");
         for a in record.artifacts.iter().filter(|a| a.transient) {
-            if fs::remove_file(dir.join("artifacts").join(&a.name)).is_ok() {
+            // Only plain files inside the entry: never through a link out of the cache.
+            let path = artifacts.join(&a.name);
+            let inside = std::path::Path::new(&a.name)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            let plain = fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file())
+                && fs::symlink_metadata(&artifacts).is_ok_and(|m| m.file_type().is_dir());
+            if inside && plain && fs::remove_file(&path).is_ok() {
                 freed += a.size;
             }
         }
@@ -346,6 +338,19 @@ impl Cache {
             .ok()
             .map(|s| s.trim().to_string())
     }
+}
+
+/// Opens (creating it and its folder) a lock file; its content is never used.
+fn open_lock(path: &Path) -> Result<File, CacheError> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))
 }
 
 /// Why a key last failed.

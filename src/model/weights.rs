@@ -9,51 +9,25 @@ use std::path::{Path, PathBuf};
 use tch::Tensor;
 use tch::nn::VarStore;
 
-pub const SINGLE: &str = "model.safetensors";
-pub const INDEX: &str = "model.safetensors.index.json";
+pub use crate::util::safetensors_header::{INDEX, SINGLE};
 
 /// Buffers some exports carry that the model does not need (positions are always `0..T`).
-fn ignored(name: &str) -> bool {
-    name.ends_with("embeddings.position_ids")
-}
+use crate::util::clip_config::ignored_tensor as ignored;
 
 /// The safetensors files of a checkpoint directory.
 pub fn files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
-    let single = dir.join(SINGLE);
-    if single.is_file() {
-        return Ok(vec![single]);
-    }
-    let index = dir.join(INDEX);
-    if index.is_file() {
-        let text = std::fs::read_to_string(&index).map_err(|e| ModelError::Io {
-            path: index.clone(),
-            source: e,
-        })?;
-        let parsed: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| ModelError::Weights {
-                path: index.clone(),
-                reason: e.to_string(),
-            })?;
-        let map = parsed
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| ModelError::Weights {
-                path: index.clone(),
-                reason: "no `weight_map` object".into(),
-            })?;
-        let shards: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
-        return Ok(shards.into_iter().map(|s| dir.join(s)).collect());
-    }
-    let pickle = ["pytorch_model.bin", "model.bin"]
-        .iter()
-        .any(|f| dir.join(f).exists());
-    Err(ModelError::Weights {
-        path: dir.to_path_buf(),
-        reason: if pickle {
-            "has only a pickle checkpoint; orchestrate loads safetensors only (convert it with transformers: `CLIPModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)`)".to_string()
-        } else {
-            format!("no {SINGLE} or {INDEX}")
-        },
+    crate::util::safetensors_header::checkpoint_files(dir).map_err(|reason| {
+        let pickle = ["pytorch_model.bin", "model.bin"]
+            .iter()
+            .any(|f| dir.join(f).exists());
+        ModelError::Weights {
+            path: dir.to_path_buf(),
+            reason: if pickle {
+                "has only a pickle checkpoint; orchestrate loads safetensors only (convert it with transformers: `CLIPModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)`)".to_string()
+            } else {
+                reason
+            },
+        }
     })
 }
 

@@ -10,6 +10,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 use std::path::Path;
 
+/// Tensors some exports carry that are no weights (position-id buffers): ignored when checked
+/// and loaded.
+pub fn ignored_tensor(name: &str) -> bool {
+    name.ends_with("embeddings.position_ids")
+}
+
 /// A `config.json` that cannot be read or describes no usable CLIP.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -392,6 +398,76 @@ impl ClipConfig {
             return vision_from(&section(&top, "vision_config"), path, "vision_config.");
         }
         vision_from(&top, path, "")
+    }
+
+    /// Every tensor a checkpoint of this configuration holds, with its shape (HF names). The
+    /// planner checks checkpoint headers against it; `tests/clip_loading.rs` checks it against
+    /// the variables the model builds.
+    pub fn tensor_shapes(&self) -> std::collections::BTreeMap<String, Vec<i64>> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut put = |name: String, shape: Vec<i64>| {
+            out.insert(name, shape);
+        };
+        let encoder =
+            |put: &mut dyn FnMut(String, Vec<i64>), p: &str, d: i64, shapes: &[LayerShape]| {
+                for (i, s) in shapes.iter().enumerate() {
+                    let l = format!("{p}encoder.layers.{i}.");
+                    let (inner, f) = (s.inner(), s.intermediate_size);
+                    for proj in ["q_proj", "k_proj", "v_proj"] {
+                        put(format!("{l}self_attn.{proj}.weight"), vec![inner, d]);
+                        put(format!("{l}self_attn.{proj}.bias"), vec![inner]);
+                    }
+                    put(format!("{l}self_attn.out_proj.weight"), vec![d, inner]);
+                    put(format!("{l}self_attn.out_proj.bias"), vec![d]);
+                    put(format!("{l}mlp.fc1.weight"), vec![f, d]);
+                    put(format!("{l}mlp.fc1.bias"), vec![f]);
+                    put(format!("{l}mlp.fc2.weight"), vec![d, f]);
+                    put(format!("{l}mlp.fc2.bias"), vec![d]);
+                    for ln in ["layer_norm1", "layer_norm2"] {
+                        put(format!("{l}{ln}.weight"), vec![d]);
+                        put(format!("{l}{ln}.bias"), vec![d]);
+                    }
+                }
+            };
+        let (v, t) = (&self.vision, &self.text);
+        let (vd, td) = (v.hidden_size, t.hidden_size);
+        let vp = "vision_model.";
+        put(format!("{vp}embeddings.class_embedding"), vec![vd]);
+        put(
+            format!("{vp}embeddings.patch_embedding.weight"),
+            vec![vd, v.num_channels, v.patch_size, v.patch_size],
+        );
+        put(
+            format!("{vp}embeddings.position_embedding.weight"),
+            vec![v.tokens(), vd],
+        );
+        for ln in ["pre_layrnorm", "post_layernorm"] {
+            put(format!("{vp}{ln}.weight"), vec![vd]);
+            put(format!("{vp}{ln}.bias"), vec![vd]);
+        }
+        encoder(&mut put, vp, vd, &v.shapes());
+        let tp = "text_model.";
+        put(
+            format!("{tp}embeddings.token_embedding.weight"),
+            vec![t.vocab_size, td],
+        );
+        put(
+            format!("{tp}embeddings.position_embedding.weight"),
+            vec![t.max_position_embeddings, td],
+        );
+        put(format!("{tp}final_layer_norm.weight"), vec![td]);
+        put(format!("{tp}final_layer_norm.bias"), vec![td]);
+        encoder(&mut put, tp, td, &t.shapes());
+        put(
+            "visual_projection.weight".into(),
+            vec![self.projection_dim, vd],
+        );
+        put(
+            "text_projection.weight".into(),
+            vec![self.projection_dim, td],
+        );
+        put("logit_scale".into(), vec![]);
+        out
     }
 
     /// The `config.json` transformers writes for this configuration.

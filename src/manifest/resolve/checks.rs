@@ -7,8 +7,11 @@ use super::{Cx, DENSE};
 use crate::manifest::schema::{self, MethodInput};
 use crate::manifest::tree::{Span, Table, Value};
 use crate::manifest::types::*;
+use crate::util::parquet_split;
+use polars::prelude::{ParquetReader, SerReader};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 impl Cx<'_> {
     /// An n:m pattern must divide the input width of every Linear it prunes: `hidden_size`
@@ -71,14 +74,15 @@ impl Cx<'_> {
         methods: &BTreeMap<String, (Span, MethodDef)>,
         points: &[GridPoint],
     ) {
-        let registry = self.registry;
-        let calibrated = |name: &str| {
-            let spec = match methods.get(name) {
-                Some((_, m)) => Some(m.spec),
-                None => registry.iter().copied().find(|m| m.name == name),
-            };
-            spec.is_some_and(|m| m.needs(MethodInput::Calibration))
-        };
+        let calibrated: BTreeSet<&str> = points
+            .iter()
+            .map(|p| p.method.as_str())
+            .filter(|m| {
+                self.spec_of(methods, m)
+                    .is_some_and(|s| s.needs(MethodInput::Calibration))
+            })
+            .collect();
+        let calibrated = |name: &str| calibrated.contains(name);
         for (name, (_, def)) in datasets {
             let Some(listed) = def
                 .params
@@ -182,4 +186,98 @@ impl Cx<'_> {
             ),
         );
     }
+
+    /// Every parquet split the grid reads is there, and each of its files has a readable footer
+    /// and the image and label columns (only footers are read, so `plan` stays fast). The
+    /// evaluation split is read by every point; the training split by calibration, fine-tuning,
+    /// retraining, intrinsic dimension and methods that train.
+    pub(super) fn check_parquet_datasets(
+        &mut self,
+        datasets: &BTreeMap<String, (Span, DatasetDef)>,
+        methods: &BTreeMap<String, (Span, MethodDef)>,
+        stages: &StageSettings,
+        points: &[GridPoint],
+    ) {
+        let trains: BTreeSet<&str> = points
+            .iter()
+            .map(|p| p.method.as_str())
+            .filter(|m| {
+                self.spec_of(methods, m).is_some_and(|s| {
+                    s.needs(MethodInput::Calibration) || s.needs(MethodInput::TrainingSplit)
+                })
+            })
+            .collect();
+        let trains = |name: &str| trains.contains(name);
+        let whole_grid = stages.finetune || stages.retrain || stages.intrinsic_dimension;
+        for (name, (span, def)) in datasets {
+            let (DatasetKind::HfParquet, Some(dir)) = (def.kind, &def.resolved) else {
+                continue;
+            };
+            let used: Vec<&GridPoint> = points.iter().filter(|p| &p.dataset == name).collect();
+            if used.is_empty() {
+                continue;
+            }
+            let option = |key: &str, default: &str| {
+                def.params
+                    .get(key)
+                    .and_then(Json::as_str)
+                    .unwrap_or(default)
+                    .to_string()
+            };
+            let mut splits = vec![option("split", "test")];
+            if whole_grid || used.iter().any(|p| trains(&p.method)) {
+                splits.push(option("train_split", "train"));
+            }
+            splits.dedup();
+            let columns = [
+                option("image_column", "image"),
+                option("label_column", "label"),
+            ];
+            for split in splits {
+                for problem in parquet_problems(dir, &split, &columns) {
+                    self.d.error_hint(
+                        span,
+                        &format!("datasets.{name}"),
+                        format!("dataset `{name}`: {problem}"),
+                        "download the dataset again, or fix `split`, `train_split` and the column names in its manifest entry",
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// What is wrong with a parquet split: missing, or files whose footer cannot be read or whose
+/// schema lacks a column.
+fn parquet_problems(dir: &Path, split: &str, columns: &[String]) -> Vec<String> {
+    let files = match parquet_split::split_files(dir, split) {
+        Ok(f) => f,
+        Err(e) => return vec![format!("{}: {e}", dir.display())],
+    };
+    let mut out = Vec::new();
+    for file in files {
+        let schema = std::fs::File::open(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|f| ParquetReader::new(f).schema().map_err(|e| e.to_string()));
+        match schema {
+            Err(e) => out.push(format!(
+                "{}: not a readable parquet file ({e})",
+                file.display()
+            )),
+            Ok(schema) => {
+                for col in columns {
+                    if schema.get(col.as_str()).is_none() {
+                        let names: Vec<String> =
+                            schema.iter_names().map(|n| n.to_string()).collect();
+                        out.push(format!(
+                            "{}: no column `{col}` (columns: {})",
+                            file.display(),
+                            names.join(", ")
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
 }

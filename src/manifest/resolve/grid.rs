@@ -254,10 +254,7 @@ impl Cx<'_> {
             if p.method == DENSE {
                 continue;
             }
-            let spec = match names.methods.get(&p.method) {
-                Some((_, d)) => Some(d.spec),
-                None => self.method_spec(&p.method),
-            };
+            let spec = self.spec_of(names.methods, &p.method);
             let axis = spec.map_or(SparsityAxis::Weights, |m| m.sparsity);
             if axis == SparsityAxis::MacsRemoved
                 && let Sparsity::NM { .. } = p.sparsity

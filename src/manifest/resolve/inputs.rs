@@ -4,8 +4,9 @@
 use super::Cx;
 use crate::manifest::tree::{Span, Table, Value};
 use crate::manifest::types::*;
-use crate::util::clip_config::{ClipConfig, LayerShape};
+use crate::util::clip_config::{self, ClipConfig, LayerShape};
 use crate::util::hf;
+use crate::util::safetensors_header;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,16 @@ use std::path::{Path, PathBuf};
 pub(super) struct TowerWidths {
     pub(super) vision: Vec<(String, i64)>,
     pub(super) text: Vec<(String, i64)>,
+}
+
+impl TowerWidths {
+    pub(super) fn of(c: &ClipConfig) -> Self {
+        let (v, t) = (&c.vision, &c.text);
+        TowerWidths {
+            vision: widths(v.hidden_size, &v.shapes(), v.layer_shapes.is_some()),
+            text: widths(t.hidden_size, &t.shapes(), t.layer_shapes.is_some()),
+        }
+    }
 }
 
 /// The widths a tower's shapes give its pruned Linears' inputs.
@@ -35,19 +46,106 @@ fn widths(hidden: i64, shapes: &[LayerShape], per_layer: bool) -> Vec<(String, i
     out
 }
 
-pub(super) fn read_shapes(dir: &Path, overlay: bool, out: &mut TowerWidths) -> Result<(), String> {
+/// The config of the model directory `dir`: a full CLIP config, or (an `overlay`) the base's
+/// with this vision-only checkpoint's tower, which must match the base's. `None`: an overlay
+/// whose base could not be read (that error is reported already).
+pub(super) fn read_model(
+    dir: &Path,
+    overlay: bool,
+    base: Option<&ClipConfig>,
+) -> Result<Option<ClipConfig>, String> {
     let file = dir.join("config.json");
-    let tower = |hidden, shapes: Vec<LayerShape>, explicit: bool| widths(hidden, &shapes, explicit);
-    if overlay {
-        let v = ClipConfig::read_vision(&file).map_err(|e| e.to_string())?;
-        out.vision = tower(v.hidden_size, v.shapes(), v.layer_shapes.is_some());
-    } else {
-        let c = ClipConfig::read(&file).map_err(|e| e.to_string())?;
-        let (v, t) = (&c.vision, &c.text);
-        out.vision = tower(v.hidden_size, v.shapes(), v.layer_shapes.is_some());
-        out.text = tower(t.hidden_size, t.shapes(), t.layer_shapes.is_some());
+    if !overlay {
+        return ClipConfig::read(&file).map(Some).map_err(|e| e.to_string());
     }
-    Ok(())
+    let vision = ClipConfig::read_vision(&file).map_err(|e| e.to_string())?;
+    let Some(base) = base else { return Ok(None) };
+    if vision != base.vision {
+        return Err(format!(
+            "{}: the vision tower ({} layers × {} wide, patch {}, image {}) does not match the base model's ({} layers × {} wide, patch {}, image {})",
+            file.display(),
+            vision.num_hidden_layers,
+            vision.hidden_size,
+            vision.patch_size,
+            vision.image_size,
+            base.vision.num_hidden_layers,
+            base.vision.hidden_size,
+            base.vision.patch_size,
+            base.vision.image_size
+        ));
+    }
+    Ok(Some(base.clone()))
+}
+
+/// Problems of the safetensors checkpoint in `dir` against what `config` describes (only the
+/// vision tower for an `overlay`): malformed or truncated files, missing and unexpected
+/// tensors, wrong shapes. Only the headers are read.
+pub(super) fn check_weights(dir: &Path, config: &ClipConfig, overlay: bool) -> Vec<String> {
+    let files = match safetensors_header::checkpoint_files(dir) {
+        Ok(f) => f,
+        Err(e) => return vec![format!("{}: {e}", dir.display())],
+    };
+    let mut expected = config.tensor_shapes();
+    if overlay {
+        expected.retain(|name, _| name.starts_with("vision_model."));
+    }
+    let mut problems = Vec::new();
+    let mut found: BTreeMap<String, (Vec<i64>, PathBuf)> = BTreeMap::new();
+    for file in files {
+        match safetensors_header::tensor_shapes(&file) {
+            Ok(tensors) => {
+                for (name, shape) in tensors {
+                    if !clip_config::ignored_tensor(&name) {
+                        found.insert(name, (shape, file.clone()));
+                    }
+                }
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    if !problems.is_empty() {
+        return problems;
+    }
+    let names = |v: Vec<&String>| {
+        let shown: Vec<&str> = v.iter().take(5).map(|s| s.as_str()).collect();
+        match v.len() - shown.len() {
+            0 => shown.join(", "),
+            more => format!("{} (and {more} more)", shown.join(", ")),
+        }
+    };
+    let missing: Vec<&String> = expected
+        .keys()
+        .filter(|k| !found.contains_key(*k))
+        .collect();
+    if !missing.is_empty() {
+        problems.push(format!(
+            "{}: missing tensors {} (config.json describes a model these weights do not hold)",
+            dir.display(),
+            names(missing)
+        ));
+    }
+    let unexpected: Vec<&String> = found
+        .keys()
+        .filter(|k| !expected.contains_key(*k))
+        .collect();
+    if !unexpected.is_empty() {
+        problems.push(format!(
+            "{}: unexpected tensors {}",
+            dir.display(),
+            names(unexpected)
+        ));
+    }
+    for (name, (shape, file)) in &found {
+        if let Some(want) = expected.get(name)
+            && want != shape
+        {
+            problems.push(format!(
+                "{}: tensor {name} has shape {shape:?}, config.json needs {want:?}",
+                file.display()
+            ));
+        }
+    }
+    problems
 }
 
 /// A Hugging Face model directory: `config.json` plus safetensors weights (single or sharded).
@@ -175,6 +273,8 @@ impl Cx<'_> {
                 (Some(def.base.clone()), base_key),
                 (def.vision.clone(), "vision"),
             ];
+            // The base's config, then with the overlay's vision tower.
+            let mut config: Option<ClipConfig> = None;
             for (source, key) in sources {
                 let Some(source) = source else { continue };
                 let source = substitute(&source, dataset);
@@ -183,15 +283,25 @@ impl Cx<'_> {
                     .and_then(|dir| check_model_dir(&dir).map(|_| dir))
                 {
                     Ok(dir) => {
-                        if let Err(msg) = read_shapes(&dir, key == "vision", &mut widths)
-                            && reported.insert(msg.clone())
-                        {
-                            self.d.error_hint(
-                                &span_of(key),
-                                &format!("models.{model}.{key}"),
-                                format!("model `{model}`: {msg}"),
-                                "the model's config.json must describe a CLIP that transformers can load",
-                            );
+                        let overlay = key == "vision";
+                        let problems = match read_model(&dir, overlay, config.as_ref()) {
+                            Ok(Some(c)) => {
+                                let problems = check_weights(&dir, &c, overlay);
+                                config = Some(c);
+                                problems
+                            }
+                            Ok(None) => vec![],
+                            Err(msg) => vec![msg],
+                        };
+                        for msg in problems {
+                            if reported.insert(msg.clone()) {
+                                self.d.error_hint(
+                                    &span_of(key),
+                                    &format!("models.{model}.{key}"),
+                                    format!("model `{model}`: {msg}"),
+                                    "the files must be a CLIP checkpoint transformers can load: config.json and safetensors weights that match it (download or export it again)",
+                                );
+                            }
                         }
                         dirs.push(dir)
                     }
@@ -213,6 +323,9 @@ impl Cx<'_> {
                 }
             }
             def.resolved.insert(dataset.to_string(), dirs);
+            if let Some(c) = &config {
+                widths = TowerWidths::of(c);
+            }
             shapes.insert((model.to_string(), dataset.to_string()), widths);
         }
         shapes

@@ -4,9 +4,9 @@
 use super::{Cx, DENSE};
 use crate::manifest::diag::{Diags, ManifestError};
 use crate::manifest::schema::{MethodSpec, Methods};
-use crate::manifest::tree::{self, Node};
+use crate::manifest::tree::{self, Node, Span};
 use crate::manifest::types::*;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Reads, parses and validates a manifest against the registered pruning `methods`; every
@@ -84,6 +84,7 @@ impl Cx<'_> {
             self.check_nm_widths(top, &methods, points, &shapes);
             self.check_calibration_indices(top, &datasets, &methods, points);
             self.check_convpass(top, &stages, &datasets, points);
+            self.check_parquet_datasets(&datasets, &methods, &stages, points);
         }
         // A dense-only grid keeps its (model, dataset) pairs and has no pruning points.
         let (grid, dense_pairs) = match grid {
@@ -114,6 +115,18 @@ impl Cx<'_> {
     /// The registered method called `name`.
     pub(super) fn method_spec(&self, name: &str) -> Option<&'static MethodSpec> {
         self.registry.iter().copied().find(|m| m.name == name)
+    }
+
+    /// The registered method a grid's method name means: its definition's, or a built-in.
+    pub(super) fn spec_of(
+        &self,
+        methods: &BTreeMap<String, (Span, MethodDef)>,
+        name: &str,
+    ) -> Option<&'static MethodSpec> {
+        match methods.get(name) {
+            Some((_, m)) => Some(m.spec),
+            None => self.method_spec(name),
+        }
     }
 
     pub(super) fn method_names(&self) -> Vec<&'static str> {
