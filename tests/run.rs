@@ -175,21 +175,9 @@ fn concurrent_runs_compute_each_stage_once() {
 fn corrupted_artifacts_are_detected_and_recomputed() {
     let p = Project::new();
     // Keep pruned weights so that exactly the corrupted entries need recomputing.
-    p.write(
-        "sweep.toml",
-        &SWEEP.replace("name = \"sweep\"", "name = \"sweep\"\nkeep_pruned = true"),
-    );
+    p.write("sweep.toml", &sweep_keeping_pruned());
     assert!(p.run(&["run", "sweep.toml"]).status.success());
-    let entries = p.results().join("cache/entries");
-    let evals: Vec<_> = std::fs::read_dir(&entries)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|d| {
-            std::fs::read_to_string(d.join("record.json"))
-                .unwrap()
-                .contains("\"kind\": \"evaluate\"")
-        })
-        .collect();
+    let evals = p.entries_with("\"kind\": \"evaluate\"");
     // Truncated: caught by the size check on every lookup.
     std::fs::write(evals[0].join("artifacts/output.txt"), "x").unwrap();
     // Same size, different bytes: caught by --verify.
@@ -307,10 +295,7 @@ fn pruned_weights_are_dropped_once_consumed_unless_kept() {
     );
 
     let keep = Project::new();
-    keep.write(
-        "sweep.toml",
-        &SWEEP.replace("name = \"sweep\"", "name = \"sweep\"\nkeep_pruned = true"),
-    );
+    keep.write("sweep.toml", &sweep_keeping_pruned());
     assert!(keep.run(&["run", "sweep.toml"]).status.success());
     assert_eq!(weights(&keep), 36);
 }
@@ -450,17 +435,10 @@ fn a_failed_measurement_fails_its_point_in_every_table() {
 fn a_flipped_bit_in_a_record_is_caught() {
     let p = Project::new();
     // Pruned weights kept, so only the flipped entry itself is recomputed.
-    p.write(
-        "sweep.toml",
-        &SWEEP.replace("name = \"sweep\"", "name = \"sweep\"\nkeep_pruned = true"),
-    );
+    p.write("sweep.toml", &sweep_keeping_pruned());
     assert!(p.run(&["run", "sweep.toml"]).status.success());
     let before = p.table_csv("sweep");
-    let record = std::fs::read_dir(p.results().join("cache/entries"))
-        .unwrap()
-        .map(|e| e.unwrap().path().join("record.json"))
-        .find(|r| std::fs::read_to_string(r).unwrap().contains("\"top1\""))
-        .unwrap();
+    let record = p.entries_with("\"top1\"")[0].join("record.json");
     let json = std::fs::read_to_string(&record).unwrap();
     let at = json.find("\"top1\": 0.").unwrap() + "\"top1\": 0.".len();
     let mut bytes = json.into_bytes();
@@ -581,19 +559,11 @@ fn a_run_removes_leftover_temporary_entries() {
 #[test]
 fn stages_never_consume_corrupt_upstream_artifacts() {
     let p = Project::new();
-    let sweep = SWEEP.replace("name = \"sweep\"", "name = \"sweep\"\nkeep_pruned = true");
+    let sweep = sweep_keeping_pruned();
     p.write("sweep.toml", &sweep);
     assert!(p.run(&["run", "sweep.toml"]).status.success());
     let flip = |label: &str| {
-        let dir = std::fs::read_dir(p.results().join("cache/entries"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|d| {
-                std::fs::read_to_string(d.join("record.json"))
-                    .unwrap()
-                    .contains(&format!("\"label\": \"{label}\""))
-            })
-            .unwrap();
+        let dir = &p.entries_with(&format!("\"label\": \"{label}\""))[0];
         let file = dir.join("artifacts/output.txt");
         let mut bytes = std::fs::read(&file).unwrap();
         bytes[0] = if bytes[0] == b'0' { b'1' } else { b'0' };

@@ -298,8 +298,7 @@ impl Builder<'_> {
         }
         let up: Vec<NodeId> = mref.finetune.into_iter().collect();
         let inputs = [mref.inputs.clone(), ds_inputs.clone()].concat();
-        let what = format!("{model}/{dataset} dense");
-        let slot = format!("{model}|{dataset}|dense");
+        let (what, slot) = dense_names(model, dataset);
         (dense.evaluate, dense.intrinsic_dimension) =
             self.measure(&ds_spec, up, inputs, &what, &slot);
         let dn = DenseNodes {
@@ -425,13 +424,8 @@ impl Builder<'_> {
         let ds_spec = self.dataset_spec(dataset);
         let upstream = mref.finetune.into_iter().collect();
         let inputs = [mref.inputs.as_slice(), ds_inputs].concat();
-        let id = self.intrinsic_dimension(
-            &ds_spec,
-            upstream,
-            inputs,
-            &format!("{model}/{dataset} dense"),
-            &format!("{model}|{dataset}|dense"),
-        );
+        let (what, slot) = dense_names(model, dataset);
+        let id = self.intrinsic_dimension(&ds_spec, upstream, inputs, &what, &slot);
         if let Some((_, d)) = self.models.get_mut(&pair) {
             d.nodes.intrinsic_dimension = Some(id);
         }
@@ -486,6 +480,14 @@ impl Builder<'_> {
             || format!("intrinsic-dimension|{slot}"),
         )
     }
+}
+
+/// The label fragment and slot of the dense model of (model, dataset).
+fn dense_names(model: &str, dataset: &str) -> (String, String) {
+    (
+        format!("{model}/{dataset} dense"),
+        format!("{model}|{dataset}|dense"),
+    )
 }
 
 /// The retraining parameters for `dataset`: the manifest's, with the Convpass scale and Xavier

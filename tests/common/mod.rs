@@ -107,6 +107,19 @@ impl Project {
             .collect()
     }
 
+    /// The cache entry directories whose `record.json` contains `needle`, in listing order.
+    pub fn entries_with(&self, needle: &str) -> Vec<PathBuf> {
+        std::fs::read_dir(self.results().join("cache/entries"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|d| {
+                std::fs::read_to_string(d.join("record.json"))
+                    .unwrap()
+                    .contains(needle)
+            })
+            .collect()
+    }
+
     pub fn table_csv(&self, experiment: &str) -> String {
         std::fs::read_to_string(
             self.results()
@@ -158,6 +171,11 @@ calibration_size = [8, 16]
 devices = ["cpu"]
 jobs_per_device = 2
 "#;
+
+/// [`SWEEP`] with pruned weights kept, so that exactly the entries a test disturbs are recomputed.
+pub fn sweep_keeping_pruned() -> String {
+    SWEEP.replace("name = \"sweep\"", "name = \"sweep\"\nkeep_pruned = true")
+}
 
 /// The table without run-dependent columns (timings, log paths), for comparing runs.
 pub fn stable_table(csv: &str) -> Vec<String> {
