@@ -11,6 +11,7 @@
 
 pub mod artifact;
 pub mod depth;
+pub mod fisher;
 pub mod magnitude;
 pub mod mask;
 mod outcome;

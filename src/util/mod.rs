@@ -6,6 +6,7 @@ pub mod clip_config;
 pub mod fsx;
 pub mod hash;
 pub mod hf;
+pub mod macs;
 pub mod parquet_split;
 pub mod runtime;
 pub mod safetensors_header;

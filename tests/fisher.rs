@@ -1,0 +1,349 @@
+//! Fisher structured pruning (spec structured-and-analysis.md §3, §7.3–7.5, §7.9): the ETH
+//! port's stored masks decode to their published counts and MAC identities; the physically
+//! smaller model equals the masked full-size model on a ViT-B/32-shaped tower with each stored
+//! mask pair and with masks that empty one layer's heads and another's neurons; mask gradients
+//! equal finite differences of the loss in f64; the whole pipeline stays within its budget,
+//! keeps per-layer counts through rearrangement and tuning, and tuning lowers every layer's
+//! reconstruction error.
+
+use orchestrate::model::layerwise::{self, Tower};
+use orchestrate::model::{Clip, create};
+use orchestrate::prune::fisher::{
+    self, Objective, Pool, Samples, Settings, search::Feasibility, stored,
+};
+use orchestrate::prune::structured::{Structured, apply};
+use orchestrate::util::macs;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use tch::{Device, Kind, Tensor};
+
+static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SEEDED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn masks_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/fisher-eth-masks")
+}
+
+fn load(name: &str) -> (Tensor, Tensor) {
+    stored::read(&masks_dir().join(name), 12, 12, 3072).unwrap()
+}
+
+fn per_layer(t: &Tensor) -> Vec<i64> {
+    Vec::<i64>::try_from(t.ne(0.0).sum_dim_intlist(1, false, Kind::Int64)).unwrap()
+}
+
+fn kept_values(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.masked_select(&t.ne(0.0))).unwrap()
+}
+
+fn range(v: &[f32]) -> (f32, f32) {
+    v.iter()
+        .fold((f32::MAX, f32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)))
+}
+
+fn close(a: f32, b: f64) -> bool {
+    (a as f64 - b).abs() < 5e-5
+}
+
+/// Spec §7.3–7.5.
+#[test]
+fn stored_masks_decode_to_their_published_counts() {
+    let b32 = |s| macs::unit_cost(s, 768, 64);
+    let full = |s| macs::encoder(b32(s), 144, 12 * 3072);
+    let count = |t: &Tensor| per_layer(t).iter().sum::<i64>();
+
+    let (h, n) = load("mac_0.5_seed_5.safetensors");
+    assert_eq!(per_layer(&h), [2, 2, 1, 6, 8, 10, 11, 11, 8, 11, 6, 8]);
+    assert_eq!(
+        per_layer(&n),
+        [
+            802, 1546, 1963, 2116, 2100, 2130, 1960, 1734, 886, 633, 392, 434
+        ]
+    );
+    assert_eq!((count(&h), count(&n)), (84, 16_696));
+    assert!(kept_values(&n).iter().all(|&v| v == 1.0));
+    let (lo, hi) = range(&kept_values(&h));
+    assert!(close(lo, 0.5832) && close(hi, 1.4040), "{lo} {hi}");
+    let layer0 = Vec::<f32>::try_from(h.get(0)).unwrap();
+    assert!(
+        close(layer0[6], 1.0761) && close(layer0[8], 1.4040),
+        "{layer0:?}"
+    );
+    assert_eq!(macs::encoder(b32(200), 84, 16_696), 8_862_105_600);
+    assert_eq!(2 * 8_862_105_600, full(200));
+    assert_eq!(
+        16_696,
+        (full(200) / 2 - 84 * b32(200).head) / b32(200).neuron
+    );
+    let at50 = macs::encoder(b32(50), 84, 16_696) as f64 / full(50) as f64;
+    assert_eq!(format!("{at50:.4}"), "0.4973");
+
+    let (h, n) = load("0.65_seed_123.safetensors");
+    assert_eq!(per_layer(&h), [2, 4, 4, 8, 11, 11, 12, 12, 12, 12, 12, 11]);
+    assert_eq!(
+        per_layer(&n),
+        [
+            1134, 1798, 2641, 2717, 2639, 2589, 2441, 2352, 1305, 874, 563, 608
+        ]
+    );
+    assert_eq!((count(&h), count(&n)), (111, 21_661));
+    let budget = 0.65 * full(50) as f64;
+    assert_eq!(
+        21_661,
+        ((budget - 111.0 * b32(50).head as f64) / b32(50).neuron as f64) as i64
+    );
+    let layer0 = Vec::<f32>::try_from(h.get(0)).unwrap();
+    let kept0: Vec<usize> = (0..12).filter(|&i| layer0[i] != 0.0).collect();
+    assert_eq!(kept0, [5, 8]);
+    assert!(kept0.iter().all(|&i| layer0[i] == 1.0));
+    let (lo, hi) = range(&kept_values(&n));
+    assert!(close(lo, -10.8564) && close(hi, 26.0831), "{lo} {hi}");
+
+    let (h, n) = load("0.5_seed_501.safetensors");
+    assert_eq!(per_layer(&h), [2, 3, 1, 7, 10, 10, 11, 10, 10, 12, 10, 7]);
+    assert_eq!(
+        per_layer(&n),
+        [
+            746, 1480, 1904, 1984, 1975, 1960, 1767, 1588, 841, 621, 371, 419
+        ]
+    );
+    assert_eq!((count(&h), count(&n)), (93, 15_656));
+    assert_eq!(15_656, (2_146_406_400 - 93 * b32(50).head) / b32(50).neuron);
+    assert_eq!(full(50) / 2, 2_146_406_400);
+    let layer0 = Vec::<f32>::try_from(h.get(0)).unwrap();
+    let kept0: Vec<usize> = (0..12).filter(|&i| layer0[i] != 0.0).collect();
+    assert_eq!(kept0, [6, 8]);
+    assert!(kept0.iter().all(|&i| layer0[i] == 1.0));
+    let heads = kept_values(&h);
+    assert_eq!(heads.iter().filter(|&&v| v < 0.0).count(), 7);
+    let (lo, hi) = range(&heads);
+    assert!(close(lo, -0.2831) && close(hi, 1.4783), "{lo} {hi}");
+    let (lo, hi) = range(&kept_values(&n));
+    assert!(close(lo, -18.9349) && close(hi, 38.4722), "{lo} {hi}");
+}
+
+#[test]
+fn mask_files_that_do_not_fit_are_named() {
+    let file = masks_dir().join("0.5_seed_501.safetensors");
+    let err = stored::check_header(&file, 3, 4, 256).unwrap_err();
+    assert!(
+        err.contains("head_mask") && err.contains("[12, 12]") && err.contains("[3, 4]"),
+        "{err}"
+    );
+}
+
+/// A seeded model of a preset with non-zero biases (so a branch reduced to its bias shows).
+fn model(preset: &str, seed: i64) -> Clip {
+    tch::manual_seed(seed);
+    let config = create::preset(preset).unwrap();
+    let mut model = Clip::new(&config, Device::Cpu);
+    model.set_eval();
+    let vars: BTreeMap<String, Tensor> = model.vs.variables().into_iter().collect();
+    tch::no_grad(|| {
+        for (name, mut v) in vars {
+            if name.ends_with(".bias") {
+                let _ = v.g_add_(&(Tensor::randn_like(&v) * 0.1));
+            }
+        }
+    });
+    model
+}
+
+fn vision_samples(model: &Clip, n: i64) -> Samples {
+    let size = model.config.vision.image_size;
+    let pixels = Tensor::randn([n, 3, size, size], (Kind::Float, Device::Cpu));
+    Samples {
+        inputs: layerwise::pixel_inputs(model, &pixels),
+        valid: None,
+        pool: Pool::Vision,
+    }
+}
+
+/// The physical model's embeddings equal the masked model's within §6e's tolerance, and the
+/// exported shapes carry the mask-derived MACs.
+fn check_physical(model: &Clip, samples: &Samples, heads: &Tensor, neurons: &Tensor) {
+    let units = fisher::units(Tower::Vision, heads, neurons).unwrap();
+    let small = apply(model, &Structured { layers: units }).unwrap();
+    let masked = fisher::masked_embeddings(model, Tower::Vision, samples, heads, neurons);
+    let physical = fisher::embeddings(&small, Tower::Vision, samples);
+    let (diff, tol) = fisher::deviation(&masked, &physical);
+    assert!(diff <= tol, "max |Δ| {diff} > {tol}");
+    let tokens = model.config.vision.tokens();
+    let d = model.config.vision.hidden_size;
+    let shapes = small.config.vision.shapes();
+    let head_dim = shapes[0].head_dim;
+    let from_masks = fisher::masked_macs(macs::unit_cost(tokens, d, head_dim), heads, neurons);
+    assert_eq!(macs::tower(tokens, d, &shapes, 0), from_masks);
+}
+
+/// Spec §7.9 on a ViT-B/32-shaped vision tower (random weights): the three stored mask pairs and
+/// a synthetic pair with layer 3 at no heads and layer 7 at no neurons.
+#[test]
+fn physical_model_equals_masked_model_at_vit_b32_size() {
+    let _s = serial();
+    let model = model("vit-b32", 5);
+    let samples = vision_samples(&model, 3);
+    for file in [
+        "mac_0.5_seed_5.safetensors",
+        "0.65_seed_123.safetensors",
+        "0.5_seed_501.safetensors",
+    ] {
+        let (h, n) = load(file);
+        check_physical(&model, &samples, &h, &n);
+    }
+    let (h, n) = load("0.5_seed_501.safetensors");
+    let _ = h.get(3).fill_(0.0);
+    let _ = n.get(7).fill_(0.0);
+    check_physical(&model, &samples, &h, &n);
+}
+
+fn contrastive(model: &Clip, n: i64) -> Objective {
+    let e = model.config.projection_dim;
+    Objective::Contrastive {
+        targets: orchestrate::model::zeroshot::normalize(&Tensor::randn(
+            [n, e],
+            (Kind::Float, Device::Cpu),
+        )),
+        scale: 100.0,
+    }
+}
+
+/// The mask gradients autograd gives equal central finite differences of the loss, in f64.
+#[test]
+fn mask_gradients_equal_finite_differences() {
+    let _s = serial();
+    let mut model = model("tiny", 3);
+    let samples = vision_samples(&model, 6);
+    let objective = contrastive(&model, 6);
+    model.vs.double();
+    let samples = Samples {
+        inputs: layerwise::TowerInputs {
+            x: samples.inputs.x.to_kind(Kind::Double),
+            mask: None,
+        },
+        ..samples
+    };
+    let objective = match objective {
+        Objective::Contrastive { targets, scale } => Objective::Contrastive {
+            targets: targets.to_kind(Kind::Double),
+            scale,
+        },
+        o => o,
+    };
+    let g = fisher::gradients::collect(&model, Tower::Vision, &samples, &objective, 6).unwrap();
+    let opts = (Kind::Double, Device::Cpu);
+    let loss = |heads: &Tensor, neurons: &Tensor| {
+        let emb = fisher::masked::embed(
+            &model,
+            Tower::Vision,
+            &samples.inputs.x,
+            None,
+            (heads, neurons),
+            &samples.pool,
+            (0, 6),
+        );
+        let l = objective.loss(&emb, (0, 6));
+        l.double_value(&[])
+    };
+    let eps = 1e-6;
+    for (layer, head) in [(0, 1), (2, 3)] {
+        let bump = |d: f64| {
+            let h = Tensor::ones([3, 4], opts);
+            let _ = h.get(layer).get(head).fill_(1.0 + d);
+            loss(&h, &Tensor::ones([3, 256], opts))
+        };
+        let fd = (bump(eps) - bump(-eps)) / (2.0 * eps);
+        let ad = g.heads[0][layer as usize * 4 + head as usize];
+        assert!(
+            (fd - ad).abs() <= 1e-6 * fd.abs().max(1.0),
+            "head ({layer},{head}): {fd} vs {ad}"
+        );
+    }
+    for (layer, neuron) in [(1, 17), (2, 200)] {
+        let bump = |d: f64| {
+            let n = Tensor::ones([3, 256], opts);
+            let _ = n.get(layer).get(neuron).fill_(1.0 + d);
+            loss(&Tensor::ones([3, 4], opts), &n)
+        };
+        let fd = (bump(eps) - bump(-eps)) / (2.0 * eps);
+        let ad = g.neurons[0][layer as usize * 256 + neuron as usize];
+        assert!(
+            (fd - ad).abs() <= 1e-6 * fd.abs().max(1.0),
+            "neuron ({layer},{neuron}): {fd} vs {ad}"
+        );
+    }
+}
+
+/// The whole pipeline on a tiny tower: within budget, counts fixed after the search, every
+/// solve lowers its layer's reconstruction error, and the physical model matches.
+#[test]
+fn fisher_stays_in_budget_and_tuning_lowers_every_layer_error() {
+    let _s = serial();
+    let model = model("tiny", 8);
+    let samples = vision_samples(&model, 64);
+    let objective = contrastive(&model, 64);
+    let settings = Settings {
+        constraint: 0.5,
+        feasibility: Feasibility::Project,
+        tokens: model.config.vision.tokens(),
+        batch: 16,
+        rearrange: true,
+        tuning: Some(fisher::Tuning {
+            teacher: fisher::Teacher::Full,
+            attention_target: fisher::Target::Residual,
+            mlp_target: fisher::Target::Residual,
+            first_layer_heads: false,
+            on_failure: fisher::OnFailure::Continue,
+        }),
+    };
+    let out = fisher::prune_tower(&model, Tower::Vision, &samples, &objective, &settings).unwrap();
+    assert_eq!(out.batches, 4);
+    let kept = fisher::masked_macs(out.cost, &out.heads, &out.neurons);
+    assert_eq!(kept, out.selection.macs);
+    assert!(kept as f64 <= 0.5 * out.full_macs as f64);
+    // Per-layer counts are the search's: rearrangement swaps units within a layer.
+    let counts = |flags: &[bool], w: usize| -> Vec<usize> {
+        flags
+            .chunks(w)
+            .map(|c| c.iter().filter(|k| **k).count())
+            .collect()
+    };
+    let sel_heads = counts(&out.selection.heads, 4);
+    let sel_neurons = counts(&out.selection.neurons, 256);
+    assert_eq!(
+        per_layer(&out.heads)
+            .iter()
+            .map(|&c| c as usize)
+            .collect::<Vec<_>>(),
+        sel_heads
+    );
+    assert_eq!(
+        per_layer(&out.neurons)
+            .iter()
+            .map(|&c| c as usize)
+            .collect::<Vec<_>>(),
+        sel_neurons
+    );
+    assert!(!out.tuning.is_empty());
+    for t in &out.tuning {
+        assert!(t.failure.is_none(), "{t:?}");
+        assert!(
+            t.error_after < t.error_before,
+            "layer {} {:?}: {} → {}",
+            t.layer,
+            t.part,
+            t.error_before,
+            t.error_after
+        );
+    }
+    // Layer 0's heads are not tuned (ETH HEAD).
+    assert!(
+        out.tuning
+            .iter()
+            .all(|t| t.layer > 0 || t.part == fisher::tune::Part::Neurons)
+    );
+    check_physical(&model, &samples, &out.heads, &out.neurons);
+}
