@@ -24,7 +24,7 @@ TEST_DEPS := transformers==4.47.1 scikit-learn==1.9.1 pillow numpy safetensors
 TEST_STAMP := $(VENV)/.test-deps-transformers-4.47.1-sklearn-1.9.1
 DEMO_MODEL := experiments/models/tiny-clip
 
-.PHONY: setup build demo test bench lint fmt clean
+.PHONY: setup build demo test bench lint fmt clean gpu-bundle gpu-check
 
 setup: build
 
@@ -55,7 +55,7 @@ test: $(TEST_STAMP)
 	$(CARGO) build --release --locked
 
 bench: $(TEST_STAMP)
-	$(CARGO) bench --locked --features test-stages --bench core --bench clip --bench prune --bench analysis --bench data
+	$(CARGO) bench --locked --features test-stages --bench core --bench clip --bench prune --bench analysis --bench data --bench fisher
 
 lint: $(STAMP)
 	$(CARGO) fmt --check
@@ -66,3 +66,31 @@ fmt:
 
 clean:
 	$(CARGO) clean
+
+# GPU figures in minutes on a lent device (README "Benchmarks"). Here: `make gpu-bundle` puts a
+# stripped binary in gpu/ (~35 MiB; carry `gpu`). There: `make gpu-check` runs it against that
+# machine's PyTorch (the same libtorch 2.11): the demo on cuda:0, then experiments/gpu_check.toml
+# in fp32 and bf16, printing throughput, latency, speed-up and prune seconds.
+GPU_DIR := gpu
+gpu-bundle: build
+	mkdir -p $(GPU_DIR)
+	strip -o $(GPU_DIR)/orchestrate $(BIN)
+
+gpu-check:
+	@set -euo pipefail; \
+	lib=$$($(PYTHON) -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))'); \
+	export LD_LIBRARY_PATH="$$lib:$${LD_LIBRARY_PATH:-}"; \
+	bin=$$(realpath $(GPU_DIR)/orchestrate); work=$$(mktemp -d); \
+	cp experiments/demo.toml experiments/gpu_check.toml $$work/; cd $$work; \
+	nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true; \
+	$$bin init-model models/tiny-clip --preset tiny --seed 0 >/dev/null; \
+	printf '\n[resources]\ndevices = ["cuda:0"]\n' >> demo.toml; \
+	time $$bin run demo.toml --results results | tail -3; \
+	$$bin table demo.toml --results results --pivot md | head -30; \
+	$$bin init-model models/vit-b32 --preset vit-b32 --seed 0 >/dev/null; \
+	sed 's/precision = "fp32"/precision = "bf16"/; s/name = "gpu_check"/name = "gpu_check_bf16"/' gpu_check.toml > gpu_check_bf16.toml; \
+	for m in gpu_check gpu_check_bf16; do \
+	  $$bin run $$m.toml --results results | tail -2; \
+	  for metric in top1 throughput latency_ms speedup; do $$bin table $$m.toml --results results --pivot md --metric $$metric | sed -n '1,12p'; done; \
+	  cut -d, -f3,14 results/$$m/$$m.csv; \
+	done

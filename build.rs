@@ -15,6 +15,7 @@ fn main() {
     // torch-sys (links = "tch") exports the libtorch library directory it linked against.
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+        println!("cargo:rustc-env=ORCHESTRATE_LIBTORCH_LIB={lib}");
         let version_py = Path::new(&lib).join("..").join("version.py");
         if let Ok(text) = std::fs::read_to_string(version_py)
             && let Some(line) = text.lines().find(|l| l.starts_with("__version__"))

@@ -125,6 +125,14 @@ fn stored_masks_decode_to_their_published_counts() {
     assert!(close(lo, -18.9349) && close(hi, 38.4722), "{lo} {hi}");
 }
 
+/// Spec §7.1: the MAC model's token count comes from the config.
+#[test]
+fn tokens_come_from_the_config() {
+    let tokens = |p: &str| create::preset(p).unwrap().vision.tokens();
+    assert_eq!(tokens("vit-b32"), 50);
+    assert_eq!(tokens("vit-b16"), 197);
+}
+
 #[test]
 fn mask_files_that_do_not_fit_are_named() {
     let file = masks_dir().join("0.5_seed_501.safetensors");
@@ -346,4 +354,179 @@ fn fisher_stays_in_budget_and_tuning_lowers_every_layer_error() {
             .all(|t| t.layer > 0 || t.part == fisher::tune::Part::Neurons)
     );
     check_physical(&model, &samples, &out.heads, &out.neurons);
+}
+
+mod common;
+
+const MANIFEST: &str = r#"
+[experiment]
+name = "fisher"
+
+[models.tiny]
+path = "models/tiny"
+
+[datasets.shapes]
+kind = "synthetic"
+classes = 10
+train_size = 1000
+test_size = 200
+image_size = 48
+seed = 0
+
+[grid]
+model = ["tiny"]
+dataset = ["shapes"]
+method = ["fisher"]
+sparsity = [0.5]
+
+[methods.fisher]
+num_samples = 256
+
+[stages.finetune]
+steps = 150
+batch_size = 64
+lr = 2e-3
+weight_decay = 0.1
+warmup_steps = 25
+"#;
+
+fn column(csv: &str, method: &str, name: &str) -> String {
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let headers = rows.headers().unwrap().clone();
+    let at = |n: &str| {
+        headers
+            .iter()
+            .position(|h| h == n)
+            .unwrap_or_else(|| panic!("no column {n}"))
+    };
+    let row = rows
+        .records()
+        .map(Result::unwrap)
+        .find(|r| &r[at("method")] == method)
+        .unwrap_or_else(|| panic!("no {method} row"));
+    row[at(name)].to_string()
+}
+
+/// On the fine-tuned demo model, Fisher at 50 % of the MACs beats a random structured mask with
+/// the same per-layer counts (applied through `stored-masks`) in accuracy and loss; the point
+/// has a seed, a MAC fraction below one and timings; the entry stores its masks in the ETH layout.
+#[test]
+fn fisher_beats_a_random_mask_of_the_same_per_layer_counts() {
+    let p = common::Project::new();
+    let out = p.run(&["init-model", "models/tiny", "--preset", "tiny"]);
+    assert!(out.status.success(), "{}", common::text(&out));
+    p.write("fisher.toml", MANIFEST);
+    let out = p.run(&["run", "fisher.toml"]);
+    assert!(out.status.success(), "{}", common::text(&out));
+    let entry = p
+        .entries_with("\"fisher\"")
+        .into_iter()
+        .find(|e| e.join("artifacts/masks.vision.safetensors").exists())
+        .expect("a fisher prune entry");
+    let (heads, neurons) =
+        stored::read(&entry.join("artifacts/masks.vision.safetensors"), 3, 4, 256).unwrap();
+    // Mask tuning lowered every tuned layer's reconstruction error on the fine-tuned model, and
+    // the physical model matched the masked one.
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(entry.join("record.json")).unwrap()).unwrap();
+    let vision = &record["metrics"]["towers"]["vision"];
+    let tuning = vision["tuning"].as_array().unwrap();
+    assert!(tuning.len() >= 4, "{vision}");
+    for t in tuning {
+        assert!(t["failure"].is_null(), "{t}");
+        assert!(
+            t["error_after"].as_f64() < t["error_before"].as_f64(),
+            "{t}"
+        );
+    }
+    let check = &vision["physical_check"];
+    assert!(
+        check["max_abs_deviation"].as_f64() <= check["tolerance"].as_f64(),
+        "{check}"
+    );
+    // Random binary masks with Fisher's per-layer counts.
+    tch::manual_seed(1);
+    let random = |m: &Tensor| {
+        let out = Tensor::zeros_like(m);
+        for (l, k) in per_layer(m).iter().enumerate() {
+            let order = Tensor::randperm(m.size()[1], (Kind::Int64, Device::Cpu));
+            let _ = out
+                .get(l as i64)
+                .index_fill_(0, &order.narrow(0, 0, *k), 1.0);
+        }
+        out
+    };
+    let (rh, rn) = (random(&heads), random(&neurons));
+    assert_eq!(per_layer(&rh), per_layer(&heads));
+    assert_eq!(per_layer(&rn), per_layer(&neurons));
+    stored::write(&p.path().join("random.safetensors"), &rh, &rn).unwrap();
+    let with_random = format!(
+        "{MANIFEST}\n[[grid.include]]\nmethod = \"stored-masks\"\nsparsity = 0.5\n\n[methods.stored-masks]\nfile = \"random.safetensors\"\n"
+    );
+    p.write("fisher.toml", &with_random);
+    let out = p.run(&["run", "fisher.toml"]);
+    assert!(out.status.success(), "{}", common::text(&out));
+    let csv = p.table_csv("fisher");
+    let get = |m: &str, c: &str| -> f64 {
+        column(&csv, m, c)
+            .parse()
+            .unwrap_or_else(|_| panic!("{m} {c}: {csv}"))
+    };
+    assert!(get("fisher", "top1") > get("stored-masks", "top1"), "{csv}");
+    assert!(get("fisher", "loss") < get("stored-masks", "loss"), "{csv}");
+    assert_eq!(column(&csv, "fisher", "seed"), "0");
+    let achieved = get("fisher", "achieved_sparsity");
+    assert!((0.5..0.51).contains(&achieved), "{achieved}");
+    // Same per-layer counts: same MACs; fewer than dense.
+    assert_eq!(
+        get("fisher", "vision_macs"),
+        get("stored-masks", "vision_macs")
+    );
+    assert!(get("fisher", "mac_fraction") < 0.75);
+    assert_eq!(get("dense", "mac_fraction"), 1.0);
+    for c in [
+        "latency_ms",
+        "throughput",
+        "dense_throughput",
+        "speedup",
+        "params_nonzero",
+    ] {
+        assert!(get("fisher", c) > 0.0, "{c}");
+    }
+    assert!(get("fisher", "params_nonzero") < get("dense", "params_nonzero"));
+}
+
+/// Bad input is named at plan time: a budget below one head, a mask file that does not fit.
+#[test]
+fn impossible_budgets_and_misfit_mask_files_fail_at_plan_time() {
+    let p = common::Project::new();
+    let out = p.run(&["init-model", "models/tiny", "--preset", "tiny"]);
+    assert!(out.status.success(), "{}", common::text(&out));
+    p.write(
+        "a.toml",
+        &MANIFEST.replace("sparsity = [0.5]", "sparsity = [0.99]"),
+    );
+    let out = p.run(&["plan", "a.toml"]);
+    let log = common::text(&out);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("less than one attention head") && log.contains("a.toml:"),
+        "{log}"
+    );
+    std::fs::copy(
+        masks_dir().join("0.5_seed_501.safetensors"),
+        p.path().join("b32.safetensors"),
+    )
+    .unwrap();
+    let stored = format!(
+        "{MANIFEST}\n[[grid.include]]\nmethod = \"stored-masks\"\nsparsity = 0.5\n\n[methods.stored-masks]\nfile = \"b32.safetensors\"\n"
+    );
+    p.write("b.toml", &stored);
+    let out = p.run(&["plan", "b.toml"]);
+    let log = common::text(&out);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("b32.safetensors") && log.contains("[12, 12]") && log.contains("[3, 4]"),
+        "{log}"
+    );
 }

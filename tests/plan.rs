@@ -372,8 +372,9 @@ const GOLDEN_FIRST: (&str, &str) = (
     "5d9cb25fd4bd3a5e6556721ed2f80bad8cc84537e38d1e13398a28159af372af",
 );
 /// sha256 of every `key label` line of the plan, sorted. History: prune stage version 2
-/// (entries declare their artifact kind) changed it from caae7bd1….
-const GOLDEN_DIGEST: &str = "6c0b84c2b4e4869874a8a5730d5225e7689b3f46fd53b6e46ba0848ceed09e57";
+/// (entries declare their artifact kind) changed it from caae7bd1…; the evaluate stage's
+/// `timing` and `timing_repeats` parameters (efficiency columns) from 6c0b84c2….
+const GOLDEN_DIGEST: &str = "1571ae3b5160c05dd3b68a092e53a4e7680800b28dea142120757d062eaf02b9";
 
 /// What a method declares it reads becomes part of the plan: a method that trains on the
 /// training split has the dataset in its key; one scored by the dense model's intrinsic
@@ -390,6 +391,7 @@ fn declared_method_inputs_become_keys_and_edges() {
             MethodInput::DenseIntrinsicDimension,
         ],
         sparsity: SparsityAxis::Weights,
+        check: None,
     };
     let mut registry: Vec<&'static MethodSpec> = orchestrate::stages::methods::specs().to_vec();
     registry.push(&SCORED);

@@ -229,3 +229,24 @@ fn smaller_models_save_load_and_apply_from_an_artifact() {
     let e = apply(&model, &bad).unwrap_err().to_string();
     assert!(e.contains("vision layer 0: heads"), "{e}");
 }
+
+/// The full-size export of a structured prune (what transformers loads) holds exactly the
+/// masked tensors and computes what the smaller model computes.
+#[test]
+fn full_size_export_zeroes_dropped_units_and_folds_scales() {
+    let _serial = serial();
+    let model = tiny();
+    let s = units();
+    let expected = masked(&model, &s);
+    let mut full = tiny();
+    orchestrate::prune::structured::apply_full_size(&mut full, &s).unwrap();
+    for (name, v) in full.vs.variables() {
+        let diff = (&v - &expected[&name]).abs().max().double_value(&[]);
+        assert!(diff <= 1e-7, "{name}: {diff}");
+    }
+    let small = apply(&model, &s).unwrap();
+    let (img_small, txt_small) = features(&small);
+    let (img_full, txt_full) = features(&full);
+    assert!(max_rel(&img_small, &img_full) < 1e-5);
+    assert!(max_rel(&txt_small, &txt_full) < 1e-5);
+}

@@ -59,6 +59,9 @@ pub enum Command {
         /// Also render the paper layout (rows method × sparsity, columns dataset).
         #[arg(long, value_enum)]
         pivot: Option<Pivot>,
+        /// What the pivot's cells show.
+        #[arg(long, default_value = "top1", value_parser = clap::builder::PossibleValuesParser::new(crate::tables::pivot::METRICS.iter().map(|m| m.name)))]
+        metric: String,
     },
     /// Delete cache entries that none of the given manifests reaches.
     Gc {
@@ -103,6 +106,11 @@ pub enum Command {
         /// Write into a non-empty --out.
         #[arg(long)]
         force: bool,
+        /// For a structured prune: the physically smaller model (per-layer shapes in
+        /// `config.json`, which `path = …` in a manifest loads) instead of a full-size
+        /// transformers checkpoint with the pruned units zeroed.
+        #[arg(long)]
+        physical: bool,
     },
     /// Compute one stage from a job spec (what `run` starts per stage; cluster backends call it too).
     Stage { job: PathBuf },

@@ -25,7 +25,14 @@ pub fn main(cli: Cli) -> Result<i32, CliError> {
             verify,
         } => run::run(&results, &manifest, retries, verify),
         Command::Status { manifest, all } => status::run(&results, &manifest, all),
-        Command::Table { manifest, pivot } => table::run(&results, &manifest, pivot),
+        Command::Table {
+            manifest,
+            pivot,
+            metric,
+        } => {
+            let metric = crate::tables::pivot::Metric::named(&metric).expect("clap checked it");
+            table::run(&results, &manifest, pivot, metric)
+        }
         Command::Gc { manifests, dry_run } => gc::run(&results, &manifests, dry_run),
         Command::InitModel {
             dir,
@@ -43,6 +50,7 @@ pub fn main(cli: Cli) -> Result<i32, CliError> {
             seed,
             out,
             force,
+            physical,
         } => export::run(
             &results,
             &manifest,
@@ -56,6 +64,7 @@ pub fn main(cli: Cli) -> Result<i32, CliError> {
             },
             &out,
             force,
+            physical,
         ),
         Command::Stage { job } => stage::run(&job),
     }

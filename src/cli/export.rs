@@ -1,12 +1,15 @@
 //! `orchestrate export`: one computed grid point's model as a complete Hugging Face CLIP
 //! directory (config, safetensors weights with the prune applied, tokenizer and preprocessing
-//! files of the base model), loadable by transformers' `CLIPModel.from_pretrained`.
+//! files of the base model), loadable by transformers' `CLIPModel.from_pretrained`. A structured
+//! prune exports at full size with its pruned units zeroed and its scales folded (the same
+//! outputs), or with `--physical` as the smaller model in the project's per-layer-shape format.
 
 use super::{CliError, Loaded, exit, io_context, load};
 use crate::cache::{Lookup, Reason, State};
 use crate::manifest::GridPoint;
-use crate::plan::JobSpec;
 use crate::plan::NodeId;
+use crate::plan::{JobSpec, StageKind};
+use crate::prune::artifact;
 use crate::stages::context;
 use std::path::Path;
 
@@ -61,6 +64,7 @@ pub fn run(
     select: &Selector,
     out: &Path,
     force: bool,
+    physical: bool,
 ) -> Result<i32, CliError> {
     let l = load(results, manifest, false)?;
     let found: Vec<usize> = (0..l.exp.points.len())
@@ -111,7 +115,16 @@ pub fn run(
     }
     let recomputed = recompute_evicted(&l, results, manifest, &node.upstream)?;
     let job = JobSpec::new(&l.plan, node, results);
-    let model = context::load_model(&job, &l.cache, tch::Device::Cpu)?;
+    let model = if physical {
+        context::load_model(&job, &l.cache, tch::Device::Cpu)?
+    } else {
+        // transformers needs one shape per tower: structured prunes export at full size.
+        let mut model = context::load_dense(&job, &l.cache, tch::Device::Cpu)?;
+        for up in job.upstream.iter().filter(|u| u.kind == StageKind::Prune) {
+            artifact::apply_full_size(&mut model, &l.cache.artifacts_dir(&up.key))?;
+        }
+        model
+    };
     model.save(out)?;
     let base = context::base_dir(&job)?;
     for name in COMPANIONS {

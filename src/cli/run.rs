@@ -75,7 +75,7 @@ pub fn execute(
             .replace(':', ""),
         std::process::id()
     );
-    let cuda = if needs_cuda_count(&l.exp) {
+    let cuda = if needs_cuda_count(&l.exp) && crate::util::runtime::load_cuda() {
         tch::Cuda::device_count().max(0) as u32
     } else {
         0

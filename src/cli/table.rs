@@ -1,14 +1,19 @@
 //! `orchestrate table`: the results tables from the cache, and the paper pivot.
 
 use super::{CliError, Loaded, Pivot, exit, io_context, load};
-use crate::tables::pivot::{PivotFormat, render};
+use crate::tables::pivot::{Metric, PivotFormat, render};
 use crate::tables::{
     Row, collect, collect_id, id_dataframe, to_dataframe, write::tables_dir, write_tables,
 };
 use crate::util::fsx;
 use std::path::{Path, PathBuf};
 
-pub fn run(results: &Path, manifest: &Path, pivot: Option<Pivot>) -> Result<i32, CliError> {
+pub fn run(
+    results: &Path,
+    manifest: &Path,
+    pivot: Option<Pivot>,
+    metric: Metric,
+) -> Result<i32, CliError> {
     let l = load(results, manifest, false)?;
     let (rows, (csv, parquet)) = write(&l, results)?;
     println!("wrote {} and {}", csv.display(), parquet.display());
@@ -17,7 +22,7 @@ pub fn run(results: &Path, manifest: &Path, pivot: Option<Pivot>) -> Result<i32,
             Pivot::Md => (PivotFormat::Markdown, "md"),
             Pivot::Tex => (PivotFormat::Latex, "tex"),
         };
-        let text = render(&rows, format);
+        let text = render(&rows, format, metric);
         let path = tables_dir(results, &l.exp.name).join(format!("{}.{ext}", l.exp.name));
         fsx::write_atomic(&path, text.as_bytes())
             .map_err(io_context(format!("cannot write {}", path.display())))?;

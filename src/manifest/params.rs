@@ -27,9 +27,15 @@ pub enum ParamType {
     Str,
     /// A list of strings (class names, templates, ...).
     StrList,
-    /// Distinct non-negative integers: an inline list, or the path of a text file holding them
-    /// (separated by whitespace or commas, optionally inside `[ ]`), relative to the manifest.
-    IndexList,
+    /// Non-negative integers (distinct unless `repeats`): an inline list, or the path of a text
+    /// file holding them (separated by whitespace or commas, optionally inside `[ ]`), relative
+    /// to the manifest.
+    IndexList {
+        repeats: bool,
+    },
+    /// An existing file, relative to the manifest; resolved to an absolute path, and its
+    /// content is part of the key of every stage that reads it.
+    File,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -42,6 +42,28 @@ pub struct MethodSpec {
     pub params: &'static [ParamSpec],
     pub inputs: &'static [MethodInput],
     pub sparsity: SparsityAxis,
+    /// What the method can know is wrong with a grid point before anything runs.
+    pub check: Option<PlanCheck>,
+}
+
+/// A method's plan-time check of one grid point.
+pub type PlanCheck = fn(&PointCheck) -> Result<(), Problem>;
+
+/// A grid point as a method's plan-time check sees it.
+pub struct PointCheck<'a> {
+    pub model: &'a crate::util::clip_config::ClipConfig,
+    pub sparsity: super::types::Sparsity,
+    /// The method's resolved parameters (defaults, the method table, the point's overrides).
+    pub params: &'a serde_json::Map<String, serde_json::Value>,
+    /// Whether the dataset is an image–text retrieval set (captions) rather than classes.
+    pub retrieval: bool,
+}
+
+/// What a plan-time check found, and what the user can do about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub message: String,
+    pub hint: String,
 }
 
 impl MethodSpec {
@@ -79,6 +101,10 @@ crate::params! {
         batch_size: usize = (int(1, 1 << 16), DefaultValue::Int(256)),
         /// evaluation dtype (bf16/fp16 on GPU only)
         precision: Precision = (ParamType::Choice(&["fp32", "bf16", "fp16"]), DefaultValue::Str("fp32")),
+        /// measure latency (batch 1) and throughput (at `batch_size`) of the model and of its dense model, in the same process
+        timing: bool = (ParamType::Bool, DefaultValue::Bool(true)),
+        /// timed forwards per measurement (the median is reported), after one warm-up
+        timing_repeats: usize = (int(1, 1000), DefaultValue::Int(3)),
     }
 }
 
@@ -224,7 +250,7 @@ pub const DATASET_COMMON_PARAMS: &[ParamSpec] = &[
     ),
     p(
         "calibration_indices",
-        ParamType::IndexList,
+        ParamType::IndexList { repeats: false },
         DefaultValue::Derived,
         "training-split indices of the calibration images, in order (a list or a file); a point uses the first `calibration_size`; default: a draw seeded by the point's seed",
     ),

@@ -6,7 +6,7 @@
 use super::fingerprint::FingerprintCache;
 use super::key::{canonical, node_key, object};
 use super::kind::StageKind;
-use crate::manifest::schema::{self, DefaultValue, MethodInput, SparsityAxis};
+use crate::manifest::schema::{self, DefaultValue, MethodInput, ParamType, SparsityAxis};
 use crate::manifest::{Experiment, GridPoint, MethodDef, Params};
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
@@ -346,8 +346,11 @@ impl Builder<'_> {
             out.calibrate = Some(id);
             prune_up.push(id);
         }
+        let trains = method.spec.needs(MethodInput::TrainingSplit);
         let calib_label = if calibrated {
             format!(" n={n} seed={seed}")
+        } else if trains {
+            format!(" seed={seed}")
         } else {
             String::new()
         };
@@ -357,7 +360,8 @@ impl Builder<'_> {
             SparsityAxis::Weights | SparsityAxis::MacsRemoved => sp.to_string(),
         };
         let kind = Json::from(method.kind()).to_string();
-        let params = canonical(&Json::Object(std::mem::take(&mut method.params)));
+        let params_json = std::mem::take(&mut method.params);
+        let params = canonical(&Json::Object(params_json.clone()));
         let sparsity = Json::from(sparsity).to_string();
         let mut prune_params = vec![
             ("method", kind.as_str()),
@@ -365,10 +369,25 @@ impl Builder<'_> {
             ("sparsity", sparsity.as_str()),
         ];
         let mut prune_inputs = mref.inputs.clone();
-        // A method that trains reads the training split: the dataset is part of its key.
-        if method.spec.needs(MethodInput::TrainingSplit) {
+        // A method that trains reads the training split, drawn by the point's seed: the dataset
+        // and the seed are part of its key.
+        let seed_json = seed.to_string();
+        if trains {
             prune_params.push(("dataset", &ds_spec));
+            prune_params.push(("seed", &seed_json));
             prune_inputs.extend(ds_inputs.iter().cloned());
+        }
+        // A file a method reads (stored masks) is an input: its content is part of the key.
+        for spec in method.spec.params {
+            if let (ParamType::File, Some(Json::String(path))) =
+                (spec.ty, params_json.get(spec.name))
+            {
+                prune_inputs.push(self.input(
+                    &format!("method.{}", spec.name),
+                    Path::new(path),
+                    fp,
+                )?);
+            }
         }
         // A method scored by the dense model's intrinsic dimension reads that measurement.
         if method.spec.needs(MethodInput::DenseIntrinsicDimension) {

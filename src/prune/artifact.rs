@@ -125,18 +125,37 @@ pub fn apply(model: &mut Clip, dir: &Path) -> Result<(), ModelError> {
         Kind::Depth => apply_depth(model, dir),
         Kind::Masks => apply_masks(model, dir),
         Kind::Structured => {
-            let path = dir.join(STRUCTURED);
-            let bad = |reason: String| ModelError::Weights {
-                path: path.clone(),
-                reason,
-            };
-            let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
-            let prune: Structured = serde_json::from_str(&text)
-                .map_err(|e| bad(format!("not a structured prune ({e})")))?;
+            let (prune, bad) = read_structured(dir)?;
             *model = super::structured::apply(model, &prune).map_err(|e| bad(e.to_string()))?;
             Ok(())
         }
     }
+}
+
+/// As [`apply`], except that a structured prune keeps the model's full shapes: its pruned
+/// units are zeroed and its scales folded in ([`super::structured::apply_full_size`]), which
+/// computes the same outputs in a layout every CLIP loader reads.
+pub fn apply_full_size(model: &mut Clip, dir: &Path) -> Result<(), ModelError> {
+    match read_kind(dir)? {
+        Kind::Structured => {
+            let (prune, bad) = read_structured(dir)?;
+            super::structured::apply_full_size(model, &prune).map_err(|e| bad(e.to_string()))
+        }
+        _ => apply(model, dir),
+    }
+}
+
+/// The structured prune in `dir`, and a way to name its file in an error.
+fn read_structured(dir: &Path) -> Result<(Structured, impl Fn(String) -> ModelError), ModelError> {
+    let path = dir.join(STRUCTURED);
+    let bad = move |reason: String| ModelError::Weights {
+        path: path.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(dir.join(STRUCTURED)).map_err(|e| bad(e.to_string()))?;
+    let prune =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not a structured prune ({e})")))?;
+    Ok((prune, bad))
 }
 
 /// Writes a structured prune (the units each layer keeps, with their scales).

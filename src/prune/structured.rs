@@ -186,3 +186,64 @@ pub fn apply(model: &Clip, prune: &Structured) -> Result<Clip, PruneError> {
     small.set_eval();
     Ok(small)
 }
+
+/// The same prune at the model's full size, in place: the rows of Q, K, V (weights and biases)
+/// and the `out_proj` columns of every dropped head dimension are zeroed, as are the `fc1` rows
+/// and `fc2` columns of dropped neurons; kept `out_proj` and `fc2` columns are scaled. A
+/// zeroed query and key give a dropped head uniform attention over a zero value, and a zeroed
+/// neuron's activation is 0, so the outputs equal the physically smaller model's.
+pub fn apply_full_size(model: &mut Clip, prune: &Structured) -> Result<(), PruneError> {
+    prune.config(model)?;
+    let vars = model.vs.variables();
+    let _g = tch::no_grad_guard();
+    for u in &prune.layers {
+        let base = match u.tower {
+            Tower::Vision => &model.config.vision.shapes()[u.layer],
+            Tower::Text => &model.config.text.shapes()[u.layer],
+        };
+        let prefix = format!("{}encoder.layers.{}.", u.tower.prefix(), u.layer);
+        let var = |n: &str| vars[&format!("{prefix}{n}")].shallow_clone();
+        let dims: Vec<i64> = u
+            .head_dims
+            .clone()
+            .unwrap_or_else(|| (0..base.head_dim).collect());
+        // Per inner column of the attention: the kept head's scale, else 0.
+        let mut column = vec![0f32; (base.heads * base.head_dim) as usize];
+        for (h, s) in u.heads.iter().zip(&u.head_scales) {
+            for d in &dims {
+                column[(h * base.head_dim + d) as usize] = *s;
+            }
+        }
+        let mut neuron = vec![0f32; base.intermediate_size as usize];
+        for (n, s) in u.neurons.iter().zip(&u.neuron_scales) {
+            neuron[*n as usize] = *s;
+        }
+        let device = model.vs.device();
+        let as_tensor = |v: &[f32], kind| Tensor::from_slice(v).to_device(device).to_kind(kind);
+        for (rows, scales) in [
+            (
+                ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"].as_slice(),
+                &column,
+            ),
+            (["mlp.fc1"].as_slice(), &neuron),
+        ] {
+            for name in rows {
+                for p in ["weight", "bias"] {
+                    let mut t = var(&format!("{name}.{p}"));
+                    let keep = as_tensor(scales, t.kind()).ne(0.0).to_kind(t.kind());
+                    let shape: Vec<i64> = if p == "weight" { vec![-1, 1] } else { vec![-1] };
+                    let _ = t.g_mul_(&keep.view(shape.as_slice()));
+                }
+            }
+        }
+        for (name, scales) in [
+            ("self_attn.out_proj.weight", &column),
+            ("mlp.fc2.weight", &neuron),
+        ] {
+            let mut t = var(name);
+            let s = as_tensor(scales, t.kind());
+            let _ = t.g_mul_(&s.view([1, -1]));
+        }
+    }
+    Ok(())
+}

@@ -54,7 +54,9 @@ pub fn device(job: &JobSpec) -> Result<Device, StageError> {
             .strip_prefix("cuda:")
             .and_then(|i| i.parse::<usize>().ok())
         {
-            Some(i) if tch::Cuda::is_available() => Ok(Device::Cuda(i)),
+            Some(i) if crate::util::runtime::load_cuda() && tch::Cuda::is_available() => {
+                Ok(Device::Cuda(i))
+            }
             Some(_) => Err(StageError::Failed(format!(
                 "device {d} was assigned but libtorch sees no CUDA device"
             ))),
@@ -116,9 +118,18 @@ pub fn base_dir(job: &JobSpec) -> Result<&Path, StageError> {
     input(job, "model").ok_or_else(|| StageError::Failed("job has no model input".into()))
 }
 
-/// Loads the job's model: the base, its vision overlay, then a fine-tuned vision tower from an
-/// upstream finetune entry.
+/// Loads the job's model: the base, its vision overlay, a fine-tuned vision tower from an
+/// upstream finetune entry, then the upstream prune.
 pub fn load_model(job: &JobSpec, cache: &Cache, device: Device) -> Result<Clip, StageError> {
+    let mut model = load_dense(job, cache, device)?;
+    for up in job.upstream.iter().filter(|u| u.kind == StageKind::Prune) {
+        crate::prune::artifact::apply(&mut model, &cache.artifacts_dir(&up.key))?;
+    }
+    Ok(model)
+}
+
+/// The job's model before any prune: the dense model a pruned point is compared with.
+pub fn load_dense(job: &JobSpec, cache: &Cache, device: Device) -> Result<Clip, StageError> {
     let base = base_dir(job)?;
     let mut overlays: Vec<PathBuf> = job
         .inputs
@@ -134,11 +145,7 @@ pub fn load_model(job: &JobSpec, cache: &Cache, device: Device) -> Result<Clip, 
         overlays.push(cache.artifacts_dir(&up.key).join(VISION_ARTIFACT));
     }
     let refs: Vec<&Path> = overlays.iter().map(PathBuf::as_path).collect();
-    let mut model = Clip::load(base, &refs, device)?;
-    for up in job.upstream.iter().filter(|u| u.kind == StageKind::Prune) {
-        crate::prune::artifact::apply(&mut model, &cache.artifacts_dir(&up.key))?;
-    }
-    Ok(model)
+    Ok(Clip::load(base, &refs, device)?)
 }
 
 /// The artifact directory of the job's upstream calibration, if any.

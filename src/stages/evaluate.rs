@@ -4,13 +4,13 @@
 //! fp32 unless `precision` asks for bf16/fp16 on a GPU.
 
 use super::context::{self, Dataset};
-use super::{StageError, StageOutput};
+use super::{StageError, StageOutput, efficiency};
 use crate::analysis::metrics;
 use crate::cache::{Cache, EntryBuilder};
 use crate::data::loader;
 use crate::manifest::schema::{EvaluateParams, Precision};
 use crate::model::{Clip, zeroshot};
-use crate::plan::JobSpec;
+use crate::plan::{JobSpec, StageKind};
 use serde_json::json;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -40,22 +40,53 @@ pub fn run(
     let mut model = context::load_model(job, cache, device)?;
     model.vs.set_kind(kind);
     let batch = params.batch_size;
-    if job.params["dataset"]["kind"].as_str() == Some("retrieval") {
-        return retrieval(job, &model, kind, batch);
+    let mut output = if job.params["dataset"]["kind"].as_str() == Some("retrieval") {
+        retrieval(job, &model, kind, batch)?
+    } else {
+        classification(job, &model, kind, batch)?
+    };
+    output.metrics["parameters"] = json!(efficiency::parameters(&model).0);
+    if params.timing {
+        let pruned = job.upstream.iter().any(|u| u.kind == StageKind::Prune);
+        let dense = if pruned {
+            let mut dense = context::load_dense(job, cache, device)?;
+            dense.vs.set_kind(kind);
+            Some(dense)
+        } else {
+            None
+        };
+        output.metrics["efficiency"] =
+            efficiency::compare(&model, dense.as_ref(), kind, batch, params.timing_repeats);
     }
+    Ok(output)
+}
+
+/// Zero-shot classification over the evaluation split.
+fn classification(
+    job: &JobSpec,
+    model: &Clip,
+    kind: Kind,
+    batch: usize,
+) -> Result<StageOutput, StageError> {
+    let device = model.vs.device();
     let dataset = Dataset::from_job(job)?;
     let (set, prompts) = dataset.open(false)?;
     let tokenizer = context::tokenizer(job)?;
-    let pre = context::preprocessor(job, &model)?;
+    let pre = context::preprocessor(job, model)?;
     let _guard = tch::no_grad_guard();
     let clock = Instant::now();
-    let head = zeroshot::head(&model, &tokenizer, &prompts)?;
+    let head = zeroshot::head(model, &tokenizer, &prompts)?;
     let head_seconds = clock.elapsed().as_secs_f64();
     let mut top1 = Vec::with_capacity(set.len());
     let mut top5 = Vec::with_capacity(set.len());
+    let mut loss_sum = 0.0;
     let clock = Instant::now();
     context::labelled_batches(&set, &pre, device, kind, batch, |pixels, labels| {
         let logits = zeroshot::logits(&model.image_features(pixels), &head);
+        loss_sum += logits
+            .log_softmax(-1, Kind::Float)
+            .nll_loss_nd::<Tensor>(labels, None, tch::Reduction::Sum, -100)
+            .double_value(&[]);
         top1.extend(Vec::<bool>::try_from(
             &metrics::topk_hits(&logits, labels, 1).to_device(Device::Cpu),
         )?);
@@ -78,6 +109,7 @@ pub fn run(
         metrics: json!({
             "top1": frac(&top1),
             "top5": frac(&top5),
+            "loss": loss_sum / n,
             "n_eval": set.len(),
             "classes": classes,
             "per_class_top1": per_class.iter().map(|&(h, t)| if t == 0 { serde_json::Value::Null } else { json!(h as f64 / t as f64) }).collect::<Vec<_>>(),

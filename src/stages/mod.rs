@@ -7,6 +7,7 @@
 
 pub mod calibrate;
 pub mod context;
+pub mod efficiency;
 pub mod evaluate;
 pub mod finetune;
 pub mod intrinsic_dimension;

@@ -11,12 +11,13 @@ use crate::manifest::schema::MethodInput;
 use crate::manifest::schema::Towers;
 use crate::model::{Clip, Tower};
 use crate::plan::{JobSpec, StageKind};
+use crate::prune::structured::{self, LayerUnits, Structured};
 use crate::prune::{
-    Calibration, Outcome, Pattern, PruneError, artifact, depth, over_towers, sparsegpt,
+    Calibration, Outcome, Pattern, PruneError, artifact, depth, fisher, over_towers, sparsegpt,
 };
 use serde_json::{Value as Json, json};
 use std::collections::BTreeMap;
-use tch::Kind;
+use tch::{Kind, Tensor};
 
 /// What a method works on: the job, the loaded model, and its calibration when it reads one.
 pub struct Pruning<'a> {
@@ -58,6 +59,16 @@ impl Pruning<'_> {
         Ok(Pruned::masks(outcome, pattern))
     }
 
+    /// The grid's sparsity as a fraction (structured methods: of the MACs removed).
+    pub fn fraction(&self) -> Result<f64, StageError> {
+        match self.pattern()? {
+            Pattern::Unstructured(f) => Ok(f),
+            Pattern::NM { .. } => Err(StageError::Failed(
+                "this method reads `sparsity` as a fraction, not an n:m pattern".into(),
+            )),
+        }
+    }
+
     /// The grid's sparsity as a weight pattern: `"0.5"` or `"2:4"`.
     pub fn pattern(&self) -> Result<Pattern, StageError> {
         let s = self.job.params["sparsity"].as_str().unwrap_or_default();
@@ -79,6 +90,63 @@ pub enum Pruned {
         selection: depth::Selection,
         alpha: f64,
     },
+    /// Heads and neurons kept per tower, with their scales.
+    Structured {
+        towers: Vec<StructuredTower>,
+        /// Method-level facts for the metrics (sample counts, ...).
+        extra: Json,
+    },
+}
+
+/// One structurally pruned tower: its masks (`[L, H]`, `[L, I]`: 0 = pruned, else the unit's
+/// scale), the kept units they give, and the method's record of how they were found.
+pub struct StructuredTower {
+    pub tower: Tower,
+    pub heads: Tensor,
+    pub neurons: Tensor,
+    pub units: Vec<LayerUnits>,
+    pub record: Json,
+}
+
+impl StructuredTower {
+    /// Builds the tower's kept units and checks the physically smaller model they make against
+    /// the masked full-size model on `samples` (spec §6e); the deviation goes into the record.
+    pub fn checked(
+        model: &Clip,
+        tower: Tower,
+        heads: Tensor,
+        neurons: Tensor,
+        samples: &fisher::Samples,
+        mut record: Json,
+    ) -> Result<Self, StageError> {
+        let units = fisher::units(tower, &heads, &neurons)?;
+        let small = structured::apply(
+            model,
+            &Structured {
+                layers: units.clone(),
+            },
+        )?;
+        let masked = fisher::masked_embeddings(model, tower, samples, &heads, &neurons);
+        let physical = fisher::embeddings(&small, tower, samples);
+        let (deviation, tolerance) = fisher::deviation(&masked, &physical);
+        let n = samples.inputs.x.size()[0];
+        record["physical_check"] = json!({
+            "samples": n, "max_abs_deviation": deviation, "tolerance": tolerance,
+        });
+        if deviation.is_nan() || deviation > tolerance {
+            return Err(StageError::Failed(format!(
+                "the physically pruned {} tower differs from the masked model by {deviation:e} on {n} samples (tolerance {tolerance:e}): a bug in orchestrate, please report it with this log",
+                tower.name()
+            )));
+        }
+        Ok(StructuredTower {
+            tower,
+            heads,
+            neurons,
+            units,
+            record,
+        })
+    }
 }
 
 impl Pruned {
@@ -147,6 +215,7 @@ pub fn run(
     let written = match &pruned {
         Pruned::Masks { .. } => artifact::Kind::Masks,
         Pruned::Depth { .. } => artifact::Kind::Depth,
+        Pruned::Structured { .. } => artifact::Kind::Structured,
     };
     if written != method.artifact {
         return Err(StageError::Failed(format!(
@@ -176,6 +245,18 @@ pub fn run(
         Pruned::Depth { selection, alpha } => {
             artifact::write_depth(&dir, selection.depth)?;
             depth_metrics(&p, &selection, alpha, clock.elapsed().as_secs_f64())
+        }
+        Pruned::Structured { towers, extra } => {
+            let layers = towers
+                .iter()
+                .flat_map(|t| t.units.iter().cloned())
+                .collect();
+            artifact::write_structured(&dir, &Structured { layers })?;
+            for t in &towers {
+                let file = dir.join(format!("masks.{}.safetensors", t.tower.name()));
+                fisher::stored::write(&file, &t.heads, &t.neurons)?;
+            }
+            structured_metrics(&towers, extra, clock.elapsed().as_secs_f64())
         }
     };
     Ok(StageOutput {
@@ -260,6 +341,25 @@ fn depth_metrics(p: &Pruning, selection: &depth::Selection, alpha: f64, seconds:
         "tower_seconds": { "vision": seconds },
         "samples": p.labels().map_or(0, <[i64]>::len),
     })
+}
+
+/// Structured prunes: per tower the method's record; overall, the fraction of the pruned
+/// towers' encoder MACs removed (the grid's sparsity for these methods).
+fn structured_metrics(towers: &[StructuredTower], extra: Json, seconds: f64) -> Json {
+    let sum = |key: &str| -> i64 { towers.iter().filter_map(|t| t.record[key].as_i64()).sum() };
+    let (kept, full) = (sum("kept_macs"), sum("full_macs"));
+    let mut metrics = json!({
+        "achieved_sparsity": 1.0 - kept as f64 / full.max(1) as f64,
+        "kept_macs": kept,
+        "full_macs": full,
+        "towers": towers.iter().map(|t| (t.tower.name().to_string(), t.record.clone())).collect::<serde_json::Map<_, _>>(),
+        "tower_seconds": towers.iter().map(|t| (t.tower.name().to_string(), t.record["seconds"].clone())).collect::<serde_json::Map<_, _>>(),
+        "seconds": seconds,
+    });
+    if let (Json::Object(m), Json::Object(e)) = (&mut metrics, extra) {
+        m.extend(e);
+    }
+    metrics
 }
 
 /// Achieved sparsity (pruned entries over the six Linear weights) per layer, tower and overall,

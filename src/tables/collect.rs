@@ -47,6 +47,10 @@ pub struct Row {
     pub retrieval: [Option<f64>; 6],
     /// Per-tower intrinsic-dimension summaries, in [`ID_SUMMARY`] order.
     pub intrinsic_dimension: [Option<f64>; 6],
+    /// Mean zero-shot cross-entropy on the evaluation split.
+    pub loss: Option<f64>,
+    /// The model as evaluated against its dense model, in [`EFFICIENCY`] order.
+    pub efficiency: [Option<f64>; 10],
     /// The stage that failed and its log, for failed rows.
     pub failed_stage: Option<String>,
     pub log: Option<PathBuf>,
@@ -60,6 +64,21 @@ pub const RETRIEVAL_METRICS: [&str; 6] = [
     "text_to_image_r1",
     "text_to_image_r5",
     "text_to_image_r10",
+];
+
+/// The evaluate stage's efficiency measurements (`metrics.efficiency`), which are also table
+/// columns.
+pub const EFFICIENCY: [&str; 10] = [
+    "params_total",
+    "params_nonzero",
+    "vision_macs",
+    "text_macs",
+    "mac_fraction",
+    "latency_ms",
+    "throughput",
+    "dense_latency_ms",
+    "dense_throughput",
+    "speedup",
 ];
 
 /// The intrinsic-dimension stage's per-tower summaries, which are also table columns.
@@ -176,6 +195,11 @@ pub fn collect(exp: &Experiment, plan: &Plan, cache: &Cache) -> Vec<Row> {
     }
     for (p, nodes) in exp.points.iter().zip(&plan.points) {
         let calibrated = nodes.calibrate.is_some();
+        // A method that draws training samples by the point's seed has a seed too.
+        let seeded = calibrated
+            || exp
+                .method_spec(&p.method)
+                .is_some_and(|s| s.needs(crate::manifest::schema::MethodInput::TrainingSplit));
         rows.push(row(
             cache,
             plan,
@@ -187,7 +211,7 @@ pub fn collect(exp: &Experiment, plan: &Plan, cache: &Cache) -> Vec<Row> {
                 method: &p.method,
                 sparsity: p.sparsity,
                 calibration_size: calibrated.then_some(p.calibration_size as i64),
-                seed: calibrated.then_some(p.seed as i64),
+                seed: seeded.then_some(p.seed as i64),
             },
         ));
     }
@@ -269,6 +293,11 @@ fn row(
             measured
                 .as_ref()
                 .and_then(|r| r.metrics["summary"][name].as_f64())
+        }),
+        loss: metric(&eval, "loss"),
+        efficiency: EFFICIENCY.map(|name| {
+            eval.as_ref()
+                .and_then(|r| r.metrics["efficiency"][name].as_f64())
         }),
         failed_stage,
         log,

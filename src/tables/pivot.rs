@@ -1,8 +1,89 @@
 //! The paper layout: one block per model; rows method × sparsity (dense first; calibration size
 //! in the label when a sweep has several); columns datasets in manifest order, plus the mean over
-//! datasets. Cells are top-1 accuracy in percent, averaged over seeds; `–` where missing.
+//! datasets. Cells are one metric (top-1 accuracy in percent by default, or an efficiency
+//! column), averaged over seeds; `–` where missing.
 
-use super::collect::{Row, RowStatus};
+use super::collect::{EFFICIENCY, Row, RowStatus};
+
+/// What a pivot's cells show.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metric {
+    /// The table column.
+    pub name: &'static str,
+    title: &'static str,
+    /// Cells are `scale · value` with `decimals` decimals.
+    scale: f64,
+    decimals: usize,
+}
+
+/// The metrics a pivot can show.
+pub const METRICS: &[Metric] = &[
+    Metric {
+        name: "top1",
+        title: "zero-shot top-1 (%)",
+        scale: 100.0,
+        decimals: 2,
+    },
+    Metric {
+        name: "loss",
+        title: "zero-shot cross-entropy",
+        scale: 1.0,
+        decimals: 4,
+    },
+    Metric {
+        name: "params_nonzero",
+        title: "non-zero parameters (M)",
+        scale: 1e-6,
+        decimals: 2,
+    },
+    Metric {
+        name: "vision_macs",
+        title: "vision MACs per image (G)",
+        scale: 1e-9,
+        decimals: 3,
+    },
+    Metric {
+        name: "mac_fraction",
+        title: "vision MACs (% of dense)",
+        scale: 100.0,
+        decimals: 1,
+    },
+    Metric {
+        name: "latency_ms",
+        title: "latency, batch 1 (ms)",
+        scale: 1.0,
+        decimals: 2,
+    },
+    Metric {
+        name: "throughput",
+        title: "throughput (images/s)",
+        scale: 1.0,
+        decimals: 1,
+    },
+    Metric {
+        name: "speedup",
+        title: "throughput speed-up over dense (×)",
+        scale: 1.0,
+        decimals: 2,
+    },
+];
+
+impl Metric {
+    pub fn named(name: &str) -> Option<Metric> {
+        METRICS.iter().copied().find(|m| m.name == name)
+    }
+
+    fn value(&self, r: &Row) -> Option<f64> {
+        match self.name {
+            "top1" => r.top1,
+            "loss" => r.loss,
+            name => EFFICIENCY
+                .iter()
+                .position(|e| *e == name)
+                .and_then(|i| r.efficiency[i]),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PivotFormat {
@@ -10,8 +91,8 @@ pub enum PivotFormat {
     Latex,
 }
 
-/// Renders the pivot of `rows` (metric: top-1) in `format`.
-pub fn render(rows: &[Row], format: PivotFormat) -> String {
+/// Renders the pivot of `rows` in `format`.
+pub fn render(rows: &[Row], format: PivotFormat, metric: Metric) -> String {
     let mut out = String::new();
     let models = ordered(rows.iter().map(|r| r.model.clone()));
     let datasets = ordered(rows.iter().map(|r| r.dataset.clone()));
@@ -34,19 +115,20 @@ pub fn render(rows: &[Row], format: PivotFormat) -> String {
                             && label(r, several_sizes) == (method.clone(), sparsity.clone())
                             && r.status == RowStatus::Done
                     })
-                    .filter_map(|r| r.top1)
+                    .filter_map(|r| metric.value(r))
                     .collect();
                 if accs.is_empty() {
                     cells.push("–".into());
                 } else {
-                    let mean = 100.0 * accs.iter().sum::<f64>() / accs.len() as f64;
+                    let mean = metric.scale * accs.iter().sum::<f64>() / accs.len() as f64;
                     values.push(mean);
-                    cells.push(format!("{mean:.2}"));
+                    cells.push(format!("{mean:.*}", metric.decimals));
                 }
             }
             // The mean is only meaningful over every dataset.
             cells.push(if values.len() == datasets.len() {
-                format!("{:.2}", values.iter().sum::<f64>() / values.len() as f64)
+                let mean = values.iter().sum::<f64>() / values.len() as f64;
+                format!("{mean:.*}", metric.decimals)
             } else {
                 "–".into()
             });
@@ -54,7 +136,7 @@ pub fn render(rows: &[Row], format: PivotFormat) -> String {
         }
         match format {
             PivotFormat::Markdown => {
-                out.push_str(&format!("**{model}** — zero-shot top-1 (%)\n\n"));
+                out.push_str(&format!("**{model}** — {}\n\n", metric.title));
                 out.push_str(&format!("| {} |\n", header.join(" | ")));
                 out.push_str(&format!(
                     "|{}\n",
@@ -77,7 +159,8 @@ pub fn render(rows: &[Row], format: PivotFormat) -> String {
                         .replace('–', "--")
                 };
                 out.push_str(&format!(
-                    "% {model}: zero-shot top-1 (%)\n\\begin{{tabular}}{{ll{}}}\n\\toprule\n",
+                    "% {model}: {}\n\\begin{{tabular}}{{ll{}}}\n\\toprule\n",
+                    metric.title,
                     "r".repeat(datasets.len() + 1)
                 ));
                 out.push_str(&format!(

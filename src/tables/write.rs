@@ -1,6 +1,6 @@
 //! Rows → polars DataFrame → `results/<experiment>/<experiment>.{csv,parquet}`, atomically.
 
-use super::collect::{ID_SUMMARY, IdRow, RETRIEVAL_METRICS, Row};
+use super::collect::{EFFICIENCY, ID_SUMMARY, IdRow, RETRIEVAL_METRICS, Row};
 use crate::util::fsx;
 use polars::prelude::*;
 use std::path::{Path, PathBuf};
@@ -44,6 +44,10 @@ pub fn to_dataframe(rows: &[Row]) -> PolarsResult<DataFrame> {
     }
     for (i, name) in ID_SUMMARY.iter().enumerate() {
         columns.push(col(name, rows, |r| r.intrinsic_dimension[i]));
+    }
+    columns.push(col("loss", rows, |r| r.loss));
+    for (i, name) in EFFICIENCY.iter().enumerate() {
+        columns.push(col(name, rows, |r| r.efficiency[i]));
     }
     columns.push(col("failed_stage", rows, |r| r.failed_stage.clone()));
     columns.push(col("log", rows, |r| {

@@ -19,3 +19,30 @@ pub fn openmp_env() -> Vec<(&'static str, &'static str)> {
         vec![("GOMP_SPINCOUNT", "10000")]
     }
 }
+
+/// Loads libtorch's CUDA backend, once: the linker drops `libtorch_cuda.so` from the binary
+/// (nothing references it by symbol), and without it libtorch reports no CUDA device. It is
+/// loaded on demand, and only where the NVIDIA driver is, so CPU-only runs never pay for it: first from the libtorch the binary was
+/// built against, then by name (`LD_LIBRARY_PATH`, e.g. a GPU machine's own PyTorch). Returns
+/// whether it is loaded; a CPU-only libtorch has none.
+pub fn load_cuda() -> bool {
+    static LOADED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *LOADED.get_or_init(|| {
+        // Without the NVIDIA kernel driver there is no device to find (and no load to pay for).
+        if !std::path::Path::new("/proc/driver/nvidia").exists() {
+            return false;
+        }
+        let built =
+            option_env!("ORCHESTRATE_LIBTORCH_LIB").map(|dir| format!("{dir}/libtorch_cuda.so"));
+        built
+            .into_iter()
+            .chain(std::iter::once("libtorch_cuda.so".to_string()))
+            .any(|path| {
+                let Ok(c) = std::ffi::CString::new(path) else {
+                    return false;
+                };
+                // SAFETY: dlopen with a valid C string; the handle is kept for the process.
+                !unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) }.is_null()
+            })
+    })
+}

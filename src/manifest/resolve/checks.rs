@@ -65,6 +65,79 @@ impl Cx<'_> {
         }
     }
 
+    /// Each method's own plan-time check ([`schema::MethodSpec::check`]) on every point that
+    /// names it, reported once per distinct problem at the method's table (or the grid).
+    pub(super) fn check_method_points(
+        &mut self,
+        top: &Table,
+        methods: &BTreeMap<String, (Span, MethodDef)>,
+        datasets: &BTreeMap<String, (Span, DatasetDef)>,
+        points: &[GridPoint],
+        shapes: &BTreeMap<(String, String), TowerWidths>,
+    ) {
+        let mut reported = BTreeSet::new();
+        for p in points {
+            let Some(spec) = self.spec_of(methods, &p.method) else {
+                continue;
+            };
+            let Some(check) = spec.check else { continue };
+            // A method table that is already wrong has said so (a parameter that did not
+            // resolve would read as missing here).
+            let table = format!("methods.{}", p.method);
+            if self.d.list.iter().any(|d| d.key_path.starts_with(&table)) {
+                continue;
+            }
+            let Some(model) = shapes
+                .get(&(p.model.clone(), p.dataset.clone()))
+                .and_then(|w| w.config.as_ref())
+            else {
+                continue;
+            };
+            let mut params: serde_json::Map<String, Json> = match methods.get(&p.method) {
+                Some((_, def)) => def.params.clone().into_iter().collect(),
+                None => spec
+                    .params
+                    .iter()
+                    .filter_map(|s| Some((s.name.to_string(), s.default.to_json()?)))
+                    .collect(),
+            };
+            for (k, v) in &p.overrides {
+                params.insert(k.clone(), v.clone());
+            }
+            let retrieval = datasets
+                .get(&p.dataset)
+                .is_some_and(|(_, d)| d.kind == DatasetKind::Retrieval);
+            let point = schema::PointCheck {
+                model,
+                sparsity: p.sparsity,
+                params: &params,
+                retrieval,
+            };
+            let Err(problem) = check(&point) else {
+                continue;
+            };
+            let message = format!(
+                "method `{}` on model `{}`, dataset `{}`: {}",
+                p.method, p.model, p.dataset, problem.message
+            );
+            if !reported.insert(message.clone()) {
+                continue;
+            }
+            let (span, path) = match methods.get(&p.method) {
+                Some((span, _)) => (span.clone(), format!("methods.{}", p.method)),
+                None => (
+                    grid_value_span(
+                        top,
+                        "method",
+                        |v| matches!(v, Value::String(s) if s == &p.method),
+                    ),
+                    "grid.method".to_string(),
+                ),
+            };
+            self.d.error_hint(&span, &path, message, problem.hint);
+        }
+    }
+
     /// A dataset's explicit calibration indices must cover the largest calibration size a
     /// calibrated method asks of it.
     pub(super) fn check_calibration_indices(

@@ -234,7 +234,7 @@ impl Cx<'_> {
                 }
                 (out.len() == items.len()).then_some(Json::Array(out))
             }
-            ParamType::IndexList => {
+            ParamType::IndexList { repeats } => {
                 let indices = match &node.value {
                     Value::Array(items) => {
                         let mut out = Vec::with_capacity(items.len());
@@ -276,7 +276,7 @@ impl Cx<'_> {
                     return None;
                 }
                 let mut seen = std::collections::HashSet::with_capacity(indices.len());
-                if let Some(dup) = indices.iter().find(|&&i| !seen.insert(i)) {
+                if let Some(dup) = indices.iter().find(|&&i| !repeats && !seen.insert(i)) {
                     self.d.error_hint(
                         &node.span,
                         path,
@@ -286,6 +286,33 @@ impl Cx<'_> {
                     return None;
                 }
                 Some(Json::from(indices))
+            }
+            ParamType::File => {
+                let name = self.string(node, path)?;
+                let file = self.base_dir.join(&name);
+                match std::fs::metadata(&file) {
+                    Ok(m) if m.is_file() => {
+                        let file = std::path::absolute(&file).unwrap_or(file);
+                        Some(Json::from(file.to_string_lossy().into_owned()))
+                    }
+                    Ok(_) => {
+                        self.d.error(
+                            &node.span,
+                            path,
+                            format!("{} is not a file", file.display()),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        self.d.error_hint(
+                            &node.span,
+                            path,
+                            format!("cannot read {}: {e}", file.display()),
+                            "paths are relative to the manifest's directory",
+                        );
+                        None
+                    }
+                }
             }
         }
     }

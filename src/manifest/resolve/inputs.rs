@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 pub(super) struct TowerWidths {
     pub(super) vision: Vec<(String, i64)>,
     pub(super) text: Vec<(String, i64)>,
+    /// The config they come from (the base with its vision overlay).
+    pub(super) config: Option<ClipConfig>,
 }
 
 impl TowerWidths {
@@ -25,6 +27,7 @@ impl TowerWidths {
         TowerWidths {
             vision: widths(v.hidden_size, &v.shapes(), v.layer_shapes.is_some()),
             text: widths(t.hidden_size, &t.shapes(), t.layer_shapes.is_some()),
+            config: Some(c.clone()),
         }
     }
 }

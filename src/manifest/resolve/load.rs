@@ -82,6 +82,7 @@ impl Cx<'_> {
         if let Some(points) = &grid {
             let shapes = self.resolve_model_inputs(top, &mut models, points);
             self.check_nm_widths(top, &methods, points, &shapes);
+            self.check_method_points(top, &methods, &datasets, points, &shapes);
             self.check_calibration_indices(top, &datasets, &methods, points);
             self.check_convpass(top, &stages, &datasets, points);
             self.check_parquet_datasets(&datasets, &methods, &stages, points);

@@ -4,6 +4,7 @@
 //! it. Adding a method is one new file here plus one line in [`METHODS`]; the manifest, the
 //! planner, the prune stage and the tables follow from the declaration.
 
+mod fisher;
 mod magnitude;
 mod slide;
 mod sls;
@@ -34,6 +35,8 @@ pub const METHODS: &[&Method] = &[
     &slide::SLIDE,
     &slide::PROGRESSIVE,
     &sls::METHOD,
+    &fisher::METHOD,
+    &fisher::STORED,
 ];
 
 static SPECS: LazyLock<Vec<&'static MethodSpec>> =

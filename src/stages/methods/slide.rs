@@ -37,6 +37,7 @@ const SPEC: MethodSpec = MethodSpec {
     params: Params::SPECS,
     inputs: &[MethodInput::Calibration],
     sparsity: SparsityAxis::Weights,
+    check: None,
 };
 
 pub const SLIDE: Method = Method {

@@ -39,6 +39,7 @@ pub const METHOD: Method = Method {
         params: Params::SPECS,
         inputs: &[MethodInput::Calibration],
         sparsity: SparsityAxis::DataDriven,
+        check: None,
     },
     artifact: Kind::Depth,
     prune,

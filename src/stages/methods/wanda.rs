@@ -24,6 +24,7 @@ pub const METHOD: Method = Method {
         params: Params::SPECS,
         inputs: &[MethodInput::Calibration],
         sparsity: SparsityAxis::Weights,
+        check: None,
     },
     artifact: Kind::Masks,
     prune,

@@ -1,0 +1,158 @@
+//! Efficiency of the model as evaluated, next to the dense model it came from, measured in the
+//! same process so the ratios come from one run: parameters (total and non-zero), MACs per
+//! input per tower (the cost model of spec structured-and-analysis.md §3.4 over the layers the
+//! model actually has, plus the patch embedding and the output projection), and measured
+//! latency (batch 1) and throughput (inputs/s at the evaluation batch size) of the vision tower
+//! on fixed random pixels.
+//!
+//! Unstructured zeros are counted as parameters that are zero; their MACs are counted as run
+//! (dense kernels), so only structured and depth pruning lower the MAC columns.
+
+use crate::model::Clip;
+use crate::model::clip::EncoderLayer;
+use crate::util::clip_config::LayerShape;
+use crate::util::macs;
+use serde_json::{Value as Json, json};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// The shape a layer actually has (after slicing or truncation).
+fn shape(layer: &EncoderLayer) -> LayerShape {
+    LayerShape {
+        heads: layer.self_attn.heads,
+        head_dim: layer.self_attn.head_dim,
+        intermediate_size: layer.mlp.fc1.ws.size()[0],
+        attention_scale: None,
+    }
+}
+
+/// MACs of one image through the vision tower and of one caption (at the context length)
+/// through the text tower.
+pub fn macs(model: &Clip) -> (i64, i64) {
+    let v = &model.config.vision;
+    let shapes: Vec<LayerShape> = model.vision.layers.iter().map(shape).collect();
+    let patches = v.tokens() - 1;
+    let patch_embedding = patches * v.num_channels * v.patch_size * v.patch_size * v.hidden_size;
+    let projection = v.hidden_size * model.config.projection_dim;
+    let vision = macs::tower(
+        v.tokens(),
+        v.hidden_size,
+        &shapes,
+        patch_embedding + projection,
+    );
+    let t = &model.config.text;
+    let shapes: Vec<LayerShape> = model.text.layers.iter().map(shape).collect();
+    let text = macs::tower(
+        t.max_position_embeddings,
+        t.hidden_size,
+        &shapes,
+        t.hidden_size * model.config.projection_dim,
+    );
+    (vision, text)
+}
+
+/// `(total, non-zero)` parameters.
+pub fn parameters(model: &Clip) -> (i64, i64) {
+    let _g = tch::no_grad_guard();
+    model.vs.variables().values().fold((0, 0), |(t, nz), v| {
+        (
+            t + v.numel() as i64,
+            nz + v.count_nonzero(None::<i64>).int64_value(&[]),
+        )
+    })
+}
+
+/// Median seconds of `repeats` calls after one warm-up.
+fn median_seconds(repeats: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..repeats.max(1))
+        .map(|_| {
+            let clock = Instant::now();
+            f();
+            clock.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// Batch-1 latency (seconds) and throughput (images/s at `batch`) of the vision tower.
+pub fn speed(model: &Clip, kind: Kind, batch: usize, repeats: usize) -> (f64, f64) {
+    let _g = tch::no_grad_guard();
+    let device = model.vs.device();
+    let size = model.config.vision.image_size;
+    let pixels = |n: i64| {
+        Tensor::randn([n, 3, size, size], (Kind::Float, Device::Cpu))
+            .to_device(device)
+            .to_kind(kind)
+    };
+    let sync = || {
+        if let Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    let one = pixels(1);
+    let latency = median_seconds(repeats, || {
+        let _ = model.image_features(&one);
+        sync();
+    });
+    let many = pixels(batch as i64);
+    let per_batch = median_seconds(repeats, || {
+        let _ = model.image_features(&many);
+        sync();
+    });
+    (latency, batch as f64 / per_batch)
+}
+
+/// The efficiency metrics of `model` against `dense` (both as evaluated: same device, dtype,
+/// batch size). `dense = None` means the model is the dense one.
+pub fn compare(
+    model: &Clip,
+    dense: Option<&Clip>,
+    kind: Kind,
+    batch: usize,
+    repeats: usize,
+) -> Json {
+    let (total, nonzero) = parameters(model);
+    let (vision, text) = macs(model);
+    let (latency, throughput) = speed(model, kind, batch, repeats);
+    let (dense_vision, dense_latency, dense_throughput) = match dense {
+        Some(d) => {
+            let (lat, thr) = speed(d, kind, batch, repeats);
+            (macs(d).0, lat, thr)
+        }
+        None => (vision, latency, throughput),
+    };
+    json!({
+        "params_total": total,
+        "params_nonzero": nonzero,
+        "vision_macs": vision,
+        "text_macs": text,
+        "mac_fraction": vision as f64 / dense_vision as f64,
+        "latency_ms": 1e3 * latency,
+        "throughput": throughput,
+        "dense_latency_ms": 1e3 * dense_latency,
+        "dense_throughput": dense_throughput,
+        "speedup": throughput / dense_throughput,
+        "timing_batch_size": batch,
+        "timing_repeats": repeats,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ViT-B/32's vision tower: the §3.4 encoder count plus the patch embedding and projection.
+    #[test]
+    fn vit_b32_macs() {
+        let config = crate::model::create::preset("vit-b32").unwrap();
+        let model = Clip::new(&config, Device::Cpu);
+        let (vision, _) = macs(&model);
+        let heads = macs::unit_cost(50, 768, 64);
+        let expected = macs::encoder(heads, 144, 12 * 3072) + 49 * 3 * 32 * 32 * 768 + 768 * 512;
+        assert_eq!(vision, expected);
+        let (total, nonzero) = parameters(&model);
+        assert!(total > 150_000_000 && nonzero <= total);
+    }
+}
