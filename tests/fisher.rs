@@ -15,6 +15,7 @@ use orchestrate::prune::structured::{Structured, apply};
 use orchestrate::util::macs;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use tch::nn::Module;
 use tch::{Device, Kind, Tensor};
 
 static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -529,4 +530,137 @@ fn impossible_budgets_and_misfit_mask_files_fail_at_plan_time() {
         log.contains("b32.safetensors") && log.contains("[12, 12]") && log.contains("[3, 4]"),
         "{log}"
     );
+}
+
+/// Mask tuning against an independent construction, in f64: layer 1's attention and MLP
+/// systems built explicitly from whole-model forwards (one column per kept unit, the spec's
+/// targets with the full-model teacher) and solved by the §6b rule give the scales the
+/// pipeline's chunked, in-place passes produced.
+#[test]
+fn tuned_scales_equal_an_explicit_least_squares_construction() {
+    let _s = serial();
+    let mut model = model("tiny", 21);
+    let samples = vision_samples(&model, 16);
+    let objective = contrastive(&model, 16);
+    model.vs.double();
+    let x = samples.inputs.x.to_kind(Kind::Double);
+    let samples = Samples {
+        inputs: layerwise::TowerInputs {
+            x: x.shallow_clone(),
+            mask: None,
+        },
+        ..samples
+    };
+    let objective = match objective {
+        Objective::Contrastive { targets, scale } => Objective::Contrastive {
+            targets: targets.to_kind(Kind::Double),
+            scale,
+        },
+        o => o,
+    };
+    let settings = Settings {
+        constraint: 0.45,
+        feasibility: Feasibility::Project,
+        tokens: model.config.vision.tokens(),
+        batch: 8,
+        rearrange: true,
+        tuning: Some(fisher::Tuning {
+            teacher: fisher::Teacher::Full,
+            attention_target: fisher::Target::Residual,
+            mlp_target: fisher::Target::Residual,
+            first_layer_heads: false,
+            on_failure: fisher::OnFailure::Continue,
+        }),
+    };
+    let out = fisher::prune_tower(&model, Tower::Vision, &samples, &objective, &settings).unwrap();
+    let _g = tch::no_grad_guard();
+    let opts = (Kind::Double, Device::Cpu);
+    let heads = out.heads.to_kind(Kind::Double);
+    let neurons = out.neurons.to_kind(Kind::Double);
+    let layers = &model.vision.layers;
+    let full = |t: &Tensor| Tensor::ones_like(t);
+    let run = |l: usize, x: &Tensor, h: &Tensor, n: &Tensor| {
+        fisher::masked::layer(
+            &layers[l],
+            x,
+            None,
+            &fisher::masked::LayerMasks { head: h, neuron: n },
+        )
+    };
+    // Layer-1 inputs: the student's through its final layer-0 masks, the teacher's through all.
+    let (h0, n0) = (heads.get(0), neurons.get(0));
+    let sx = run(0, &x, &h0, &n0);
+    let tx = run(0, &x, &full(&h0), &full(&n0));
+    let layer = &layers[1];
+    let attn = &layer.self_attn;
+    let b_o = attn.out_proj.bs.as_ref().unwrap();
+    let binary = |row: Tensor| row.ne(0.0).to_kind(Kind::Double);
+    let kept_of = |row: &Tensor| -> Vec<i64> {
+        (0..row.size()[0])
+            .filter(|&i| row.double_value(&[i]) != 0.0)
+            .collect()
+    };
+    let s_heads = binary(heads.get(1));
+    let kept_heads = kept_of(&s_heads);
+    assert!(!kept_heads.is_empty());
+    // Column h: the attention branch with head h alone, without the bias; then the bias column.
+    let a_ln = layer.layer_norm1.forward(&sx);
+    let mut columns: Vec<Tensor> = kept_heads
+        .iter()
+        .map(|&h| {
+            let only = Tensor::zeros([4], opts);
+            let _ = only.get(h).fill_(1.0);
+            (attn.project(&fisher::masked::context(layer, &a_ln, None, &only)) - b_o).flatten(0, -1)
+        })
+        .collect();
+    let rows = columns[0].size()[0];
+    columns.push(Tensor::ones([rows], opts));
+    let a = Tensor::stack(&columns, 1);
+    let t_attn = attn.project(&fisher::masked::context(
+        layer,
+        &layer.layer_norm1.forward(&tx),
+        None,
+        &full(&s_heads),
+    ));
+    let b = (&t_attn + &tx - b_o - &sx).flatten(0, -1);
+    let x_heads = fisher::tune::solve(&a.tr().mm(&a), &a.tr().mv(&b)).unwrap();
+    // A real correction, not the prior.
+    assert!(
+        x_heads.iter().any(|v| (v - 1.0).abs() > 1e-3),
+        "{x_heads:?}"
+    );
+    for (i, &h) in kept_heads.iter().enumerate() {
+        let got = heads.double_value(&[1, h]);
+        assert!(
+            (got - x_heads[i]).abs() <= 1e-5 * x_heads[i].abs().max(1.0),
+            "head {h}: {got} vs {}",
+            x_heads[i]
+        );
+    }
+    // The MLP after the tuned attention: column k = h_k(t) · w_k for every token.
+    let tuned_heads = heads.get(1);
+    let res2 = fisher::masked::after_attention(layer, &sx, None, &tuned_heads);
+    let hidden = layer
+        .mlp
+        .hidden(&layer.layer_norm2.forward(&res2))
+        .flatten(0, 1);
+    let kept_neurons = kept_of(&neurons.get(1));
+    let w = &layer.mlp.fc2.ws;
+    let columns: Vec<Tensor> = kept_neurons
+        .iter()
+        .map(|&k| (hidden.select(1, k).unsqueeze(1) * w.select(1, k).unsqueeze(0)).flatten(0, -1))
+        .collect();
+    let a = Tensor::stack(&columns, 1);
+    let t_out = run(1, &tx, &full(&s_heads), &full(&neurons.get(1)));
+    let b = (t_out - layer.mlp.fc2.bs.as_ref().unwrap() - &res2).flatten(0, -1);
+    let x_neurons = fisher::tune::solve(&a.tr().mm(&a), &a.tr().mv(&b)).unwrap();
+    assert!(x_neurons.iter().any(|v| (v - 1.0).abs() > 1e-3));
+    for (i, &k) in kept_neurons.iter().enumerate() {
+        let got = neurons.double_value(&[1, k]);
+        assert!(
+            (got - x_neurons[i]).abs() <= 1e-5 * x_neurons[i].abs().max(1.0),
+            "neuron {k}: {got} vs {}",
+            x_neurons[i]
+        );
+    }
 }

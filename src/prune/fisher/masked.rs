@@ -17,14 +17,15 @@ pub struct LayerMasks<'a> {
 
 /// The masked per-head context, `[B, T, H·d_h]`.
 pub fn context(layer: &EncoderLayer, a: &Tensor, mask: Option<&Tensor>, head: &Tensor) -> Tensor {
+    apply_heads(layer, &layer.self_attn.context(a, mask), head)
+}
+
+/// An unmasked context `[B, T, H·d_h]` with each head's slice scaled by `head[h]`.
+pub fn apply_heads(layer: &EncoderLayer, ctx: &Tensor, head: &Tensor) -> Tensor {
     let attn = &layer.self_attn;
-    let ctx = attn.context(a, mask);
     let (b, t, _) = ctx.size3().expect("context is [B, T, inner]");
-    (ctx.view([b, t, attn.heads, attn.head_dim]) * head.view([1, 1, attn.heads, 1])).view([
-        b,
-        t,
-        attn.heads * attn.head_dim,
-    ])
+    let scaled = ctx.view([b, t, attn.heads, attn.head_dim]) * head.view([1, 1, attn.heads, 1]);
+    scaled.view([b, t, attn.heads * attn.head_dim])
 }
 
 /// The residual stream after the masked attention branch (the input of `layer_norm2`).

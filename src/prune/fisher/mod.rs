@@ -290,7 +290,6 @@ pub fn prune_tower(
             (&mut heads, &mut neurons),
             (&teacher_masks.0, &teacher_masks.1),
             t,
-            settings.batch,
         )?;
     }
     phases.tune = clock.elapsed().as_secs_f64();

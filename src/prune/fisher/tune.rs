@@ -6,7 +6,7 @@
 //! damp = 1 returns, around the prior "scales = 1"), for n = 1 the reference's undamped
 //! `δ = b'/AᵀA`.
 
-use super::masked::{self, LayerMasks};
+use super::masked;
 use super::{OnFailure, Samples, Target, Tuning};
 use crate::model::Clip;
 use crate::model::layerwise::{self, Tower};
@@ -15,7 +15,7 @@ use tch::nn::Module;
 use tch::{Device, Kind, Tensor};
 
 /// Samples per accumulation chunk: bounds the `[k, chunk·T·D]` f64 products.
-const CHUNK: i64 = 8;
+const CHUNK: i64 = 32;
 /// KW's sanity bound on a scale (failure policy `stop`).
 const SCALE_LIMIT: f64 = 10.0;
 
@@ -90,6 +90,26 @@ impl Normal {
         }
     }
 
+    /// Adds rows `b ≈ aᵀ·x + bias` (`a`: `[k, R]`, `b`: `[R]`) to a system with a trailing bias
+    /// unknown.
+    fn add_with_bias(&mut self, a: &Tensor, b: &Tensor) {
+        let k = a.size()[0];
+        let asum = a.sum_dim_intlist(1, false, Kind::Double);
+        let mut block = self.ata.narrow(0, 0, k).narrow(1, 0, k);
+        block += a.mm(&a.tr());
+        let mut col = self.ata.narrow(0, 0, k).select(1, k);
+        col += &asum;
+        let mut row = self.ata.select(0, k).narrow(0, 0, k);
+        row += &asum;
+        let mut corner = self.ata.get(k).get(k);
+        corner += b.size()[0] as f64;
+        let mut head_b = self.atb.narrow(0, 0, k);
+        head_b += a.mv(b);
+        let mut bias_b = self.atb.get(k);
+        bias_b += b.sum(Kind::Double);
+        self.bb += b.dot(b).double_value(&[]);
+    }
+
     /// `‖A·x − b‖²` over the first `k` unknowns (the model's scales; a bias unknown is dropped).
     fn error(&self, x: &[f64], k: i64) -> f64 {
         let x = Tensor::from_slice(&x[..k as usize]);
@@ -126,6 +146,13 @@ fn chunks(n: i64) -> impl Iterator<Item = (i64, i64)> {
 }
 
 /// Tunes `masks` (`[L, H]`, `[L, I]`, CPU, modified in place) against the teacher's masks.
+///
+/// Per layer, three passes over the samples in chunks: (1) the teacher's layer, whose output
+/// replaces its input in place, and the student's unmasked attention context, with the
+/// attention's normal equations; (2) the student's residual after its tuned attention, which
+/// replaces the context in place, with the MLP's normal equations; (3) the student's layer
+/// output, in place of its input. Each branch is computed once per pass; memory holds three
+/// `[N, T, D]` tensors (four with `mlp_target = branch`).
 pub fn tune(
     model: &Clip,
     tower: Tower,
@@ -133,39 +160,48 @@ pub fn tune(
     (heads, neurons): (&mut Tensor, &mut Tensor),
     (teacher_heads, teacher_neurons): (&Tensor, &Tensor),
     settings: &Tuning,
-    _batch: i64,
 ) -> Result<Vec<LayerTuning>, PruneError> {
     let _g = tch::no_grad_guard();
     let device = model.vs.device();
     let on = |t: &Tensor| t.to_device(device);
     let (th, tn) = (on(teacher_heads), on(teacher_neurons));
     let n = samples.inputs.x.size()[0];
-    let mut student = samples.inputs.x.shallow_clone();
-    let mut teacher = samples.inputs.x.shallow_clone();
+    // Written in place below: copies, never the samples' own inputs.
+    let student = samples.inputs.x.copy();
+    let teacher = samples.inputs.x.copy();
+    let work = student.empty_like();
+    let teacher_res2 = (settings.mlp_target == Target::Branch).then(|| student.empty_like());
+    let layers = layerwise::layers(model, tower);
     let mut out = Vec::new();
-    let mut stopped = false;
-    for (l, layer) in layerwise::layers(model, tower).iter().enumerate() {
+    for (l, layer) in layers.iter().enumerate() {
         let li = l as i64;
-        let slice = |t: &Tensor, s: i64, len: i64| t.narrow(0, s, len);
-        let mask = |s, len| samples.inputs.mask.as_ref().map(|m| slice(m, s, len));
-        let valid = |s, len| samples.valid.as_ref().map(|v| slice(v, s, len));
+        let at = |t: &Tensor, s: i64, len: i64| t.narrow(0, s, len);
+        let mask = |s, len| samples.inputs.mask.as_ref().map(|m| at(m, s, len));
+        let valid = |s, len| samples.valid.as_ref().map(|v| at(v, s, len));
         let (t_head, t_neuron) = (th.get(li), tn.get(li));
+        let attn = &layer.self_attn;
+        let fc2 = &layer.mlp.fc2;
+        let b2 = fc2.bs.as_ref().expect("fc2 has a bias");
+        let b_o = attn.out_proj.bs.as_ref().expect("out_proj has a bias");
 
-        // Attention: one scale per kept head plus a bias unknown.
+        // Pass 1: attention. One scale per kept head plus a bias unknown.
         let head_units = kept(&heads.get(li));
-        if !stopped && !head_units.is_empty() && (l > 0 || settings.first_layer_heads) {
-            let attn = &layer.self_attn;
-            let dh = attn.head_dim;
-            let k = head_units.len() as i64;
-            let mut eq = Normal::new(k + 1);
-            let w_o = &attn.out_proj.ws;
-            let b_o = attn.out_proj.bs.as_ref().expect("out_proj has a bias");
-            let s_head = on(&heads.get(li));
-            for (s, len) in chunks(n) {
-                let (sx, tx) = (slice(&student, s, len), slice(&teacher, s, len));
-                let m = mask(s, len);
-                let ctx =
-                    masked::context(layer, &layer.layer_norm1.forward(&sx), m.as_ref(), &s_head);
+        let tune_heads = !head_units.is_empty() && (l > 0 || settings.first_layer_heads);
+        let k = head_units.len() as i64;
+        let mut eq = Normal::new(k + 1);
+        let s_head = on(&heads.get(li));
+        let dh = attn.head_dim;
+        for (s, len) in chunks(n) {
+            let (sx, mut tx) = (at(&student, s, len), at(&teacher, s, len));
+            let m = mask(s, len);
+            let ctx = attn.context(&layer.layer_norm1.forward(&sx), m.as_ref());
+            at(&work, s, len).copy_(&ctx);
+            let t_ctx =
+                masked::context(layer, &layer.layer_norm1.forward(&tx), m.as_ref(), &t_head);
+            let t_attn = attn.project(&t_ctx);
+            if tune_heads {
+                let ctx = masked::apply_heads(layer, &ctx, &s_head);
+                let w_o = &attn.out_proj.ws;
                 let per_head: Vec<Tensor> = head_units
                     .iter()
                     .map(|&h| {
@@ -178,37 +214,27 @@ pub fn tune(
                 let a = Tensor::stack(&per_head, 0)
                     .to_kind(Kind::Double)
                     .to_device(Device::Cpu);
-                let t_out = attn.project(&masked::context(
-                    layer,
-                    &layer.layer_norm1.forward(&tx),
-                    m.as_ref(),
-                    &t_head,
-                ));
                 let target = match settings.attention_target {
-                    Target::Residual => t_out + &tx - b_o - &sx,
-                    Target::Branch => t_out - b_o,
+                    Target::Residual => &t_attn + &tx - b_o - &sx,
+                    Target::Branch => &t_attn - b_o,
                 };
                 let b = tokens(&target, valid(s, len).as_ref())
                     .flatten(0, -1)
                     .to_kind(Kind::Double)
                     .to_device(Device::Cpu);
-                let rows = b.size()[0] as f64;
-                let ab = a.mv(&b);
-                let asum = a.sum_dim_intlist(1, false, Kind::Double);
-                let mut block = eq.ata.narrow(0, 0, k).narrow(1, 0, k);
-                block += a.mm(&a.tr());
-                let mut col = eq.ata.narrow(0, 0, k).select(1, k);
-                col += &asum;
-                let mut row = eq.ata.select(0, k).narrow(0, 0, k);
-                row += &asum;
-                let mut corner = eq.ata.get(k).get(k);
-                corner += rows;
-                let mut head_b = eq.atb.narrow(0, 0, k);
-                head_b += &ab;
-                let mut bias_b = eq.atb.get(k);
-                bias_b += b.sum(Kind::Double);
-                eq.bb += b.dot(&b).double_value(&[]);
+                eq.add_with_bias(&a, &b);
             }
+            // The teacher's layer output becomes its next input.
+            let t_res2 = &tx + t_attn;
+            let t_hidden =
+                layer.mlp.hidden(&layer.layer_norm2.forward(&t_res2)) * t_neuron.view([1, 1, -1]);
+            let t_out = &t_res2 + fc2.forward(&t_hidden);
+            if let Some(r) = &teacher_res2 {
+                at(r, s, len).copy_(&t_res2);
+            }
+            tx.copy_(&t_out);
+        }
+        if tune_heads {
             let record = finish(
                 l,
                 Part::Heads,
@@ -218,63 +244,56 @@ pub fn tune(
                 settings.on_failure,
                 heads,
             );
-            stopped |= record.failure.is_some() && settings.on_failure == OnFailure::Stop;
+            let stop = record.failure.is_some() && settings.on_failure == OnFailure::Stop;
             out.push(record);
+            if stop {
+                break;
+            }
         }
 
-        // MLP: one scale per kept neuron, with the attention scales just tuned.
+        // Pass 2: the MLP, with the attention scales just tuned. One scale per kept neuron.
         let neuron_units = kept(&neurons.get(li));
         let s_head = on(&heads.get(li));
-        if !stopped && !neuron_units.is_empty() {
-            let k = neuron_units.len() as i64;
-            let idx = Tensor::from_slice(&neuron_units).to_device(device);
-            let fc2 = &layer.mlp.fc2;
-            let b2 = fc2.bs.as_ref().expect("fc2 has a bias");
-            let w_k = fc2.ws.index_select(1, &idx);
-            let w64 = w_k.to_kind(Kind::Double).to_device(Device::Cpu);
-            let gram = w64.tr().mm(&w64);
-            let mut eq = Normal::new(k);
-            let mut hh = Tensor::zeros([k, k], (Kind::Double, Device::Cpu));
-            for (s, len) in chunks(n) {
-                let (sx, tx) = (slice(&student, s, len), slice(&teacher, s, len));
-                let m = mask(s, len);
-                let res2 = masked::after_attention(layer, &sx, m.as_ref(), &s_head);
-                let hidden = layer
-                    .mlp
-                    .hidden(&layer.layer_norm2.forward(&res2))
-                    .index_select(2, &idx);
-                let target = match settings.mlp_target {
-                    Target::Residual => {
-                        let t_masks = LayerMasks {
-                            head: &t_head,
-                            neuron: &t_neuron,
-                        };
-                        masked::layer(layer, &tx, m.as_ref(), &t_masks) - b2 - &res2
-                    }
-                    Target::Branch => {
-                        let t_res2 = masked::after_attention(layer, &tx, m.as_ref(), &t_head);
-                        let t_hidden = layer.mlp.hidden(&layer.layer_norm2.forward(&t_res2))
-                            * t_neuron.view([1, 1, -1]);
-                        fc2.forward(&t_hidden) - b2
-                    }
-                };
-                let v = valid(s, len);
-                let h = tokens(&hidden, v.as_ref());
-                let bt = tokens(&target, v.as_ref());
-                let bw = bt.matmul(&w_k);
-                // The k×k product runs in the model's precision per chunk (≤ CHUNK·T rows; in
-                // f64 it dominated the stage) and is summed over chunks in f64.
-                hh += h.tr().mm(&h).to_kind(Kind::Double).to_device(Device::Cpu);
-                let h64 = h.to_kind(Kind::Double).to_device(Device::Cpu);
-                eq.atb += (&h64 * bw.to_kind(Kind::Double).to_device(Device::Cpu)).sum_dim_intlist(
-                    0,
-                    false,
-                    Kind::Double,
-                );
-                let b64 = bt.to_kind(Kind::Double);
-                eq.bb += b64.square().sum(Kind::Double).double_value(&[]);
+        let k = neuron_units.len() as i64;
+        let idx = Tensor::from_slice(&neuron_units).to_device(device);
+        let w_k = fc2.ws.index_select(1, &idx);
+        let w64 = w_k.to_kind(Kind::Double).to_device(Device::Cpu);
+        let mut eq = Normal::new(k);
+        let mut hh = Tensor::zeros([k, k], (Kind::Double, Device::Cpu));
+        for (s, len) in chunks(n) {
+            let (sx, tx) = (at(&student, s, len), at(&teacher, s, len));
+            let mut slot = at(&work, s, len);
+            let res2 = &sx + attn.project(&masked::apply_heads(layer, &slot, &s_head));
+            slot.copy_(&res2);
+            if k == 0 {
+                continue;
             }
-            eq.ata = hh * gram;
+            let hidden = layer
+                .mlp
+                .hidden(&layer.layer_norm2.forward(&res2))
+                .index_select(2, &idx);
+            // `tx` now holds the teacher's layer output.
+            let target = match &teacher_res2 {
+                None => &tx - b2 - &res2,
+                Some(r) => &tx - at(r, s, len) - b2,
+            };
+            let v = valid(s, len);
+            let h = tokens(&hidden, v.as_ref());
+            let bt = tokens(&target, v.as_ref());
+            // The k×k product runs in the model's precision per chunk (≤ CHUNK·T rows; in f64
+            // it dominated the stage) and is summed over chunks in f64.
+            hh += h.tr().mm(&h).to_kind(Kind::Double).to_device(Device::Cpu);
+            let bw = bt.matmul(&w_k).to_kind(Kind::Double).to_device(Device::Cpu);
+            let h64 = h.to_kind(Kind::Double).to_device(Device::Cpu);
+            eq.atb += (&h64 * bw).sum_dim_intlist(0, false, Kind::Double);
+            eq.bb += bt
+                .to_kind(Kind::Double)
+                .square()
+                .sum(Kind::Double)
+                .double_value(&[]);
+        }
+        if k > 0 {
+            eq.ata = hh * w64.tr().mm(&w64);
             let record = finish(
                 l,
                 Part::Neurons,
@@ -284,27 +303,22 @@ pub fn tune(
                 settings.on_failure,
                 neurons,
             );
-            stopped |= record.failure.is_some() && settings.on_failure == OnFailure::Stop;
+            let stop = record.failure.is_some() && settings.on_failure == OnFailure::Stop;
             out.push(record);
+            if stop {
+                break;
+            }
         }
 
-        // The next layer's inputs, under the tuned student masks and the teacher's.
-        let (sh, sn) = (on(&heads.get(li)), on(&neurons.get(li)));
-        let advance = |x: &Tensor, h: &Tensor, nm: &Tensor| {
-            let parts: Vec<Tensor> = chunks(n)
-                .map(|(s, len)| {
-                    let lm = LayerMasks {
-                        head: h,
-                        neuron: nm,
-                    };
-                    masked::layer(layer, &slice(x, s, len), mask(s, len).as_ref(), &lm)
-                })
-                .collect();
-            Tensor::cat(&parts, 0)
-        };
-        if l + 1 < layerwise::layers(model, tower).len() && !stopped {
-            student = advance(&student, &sh, &sn);
-            teacher = advance(&teacher, &t_head, &t_neuron);
+        // Pass 3: the student's layer output becomes its next input.
+        if l + 1 < layers.len() {
+            let s_neuron = on(&neurons.get(li));
+            for (s, len) in chunks(n) {
+                let res2 = at(&work, s, len);
+                let hidden =
+                    layer.mlp.hidden(&layer.layer_norm2.forward(&res2)) * s_neuron.view([1, 1, -1]);
+                at(&student, s, len).copy_(&(&res2 + fc2.forward(&hidden)));
+            }
         }
     }
     Ok(out)
