@@ -9,7 +9,7 @@
 
 use orchestrate::model::layerwise::{self, Tower};
 use orchestrate::model::{Clip, create, zeroshot};
-use orchestrate::prune::fisher::{self, Objective, Pool, Samples, Settings, search::Feasibility};
+use orchestrate::prune::fisher::{self, Objective, Pool, Samples, Settings};
 use orchestrate::prune::structured::{Structured, apply};
 use std::process::Command;
 use std::time::Instant;
@@ -53,20 +53,7 @@ fn prune(out: &str) {
         targets: zeroshot::normalize(&Tensor::randn([SAMPLES, 512], (Kind::Float, Device::Cpu))),
         scale: 100.0,
     };
-    let settings = Settings {
-        constraint: 0.5,
-        feasibility: Feasibility::Project,
-        tokens: 50,
-        batch: 32,
-        rearrange: true,
-        tuning: Some(fisher::Tuning {
-            teacher: fisher::Teacher::Full,
-            attention_target: fisher::Target::Residual,
-            mlp_target: fisher::Target::Residual,
-            first_layer_heads: false,
-            on_failure: fisher::OnFailure::Continue,
-        }),
-    };
+    let settings = Settings::head(0.5, 50);
     let clock = Instant::now();
     let r = fisher::prune_tower(&model, Tower::Vision, &samples, &objective, &settings).unwrap();
     let total = clock.elapsed().as_secs_f64();

@@ -121,21 +121,26 @@ fn demo_finetunes_far_above_chance() {
     }
 
     // Export a pruned point; transformers loads it and measures the same accuracy.
-    let (code, log) = run(&[
-        "export",
-        "demo.toml",
-        "--model",
-        "tiny",
-        "--dataset",
-        "shapes",
-        "--method",
-        "sparsegpt",
-        "--sparsity",
-        "0.5",
-        "--out",
-        "exported",
-    ]);
-    assert_eq!(code, Some(0), "{log}");
+    let export = |method: &str, sparsity: &str, out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "export",
+            "demo.toml",
+            "--model",
+            "tiny",
+            "--dataset",
+            "shapes",
+            "--method",
+            method,
+            "--sparsity",
+            sparsity,
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        let (code, log) = run(&args);
+        assert_eq!(code, Some(0), "{log}");
+    };
+    export("sparsegpt", "0.5", "exported", &[]);
     let synthetic = orchestrate::data::synthetic::Synthetic {
         classes: 10,
         image_size: 48,
@@ -182,26 +187,7 @@ fn demo_finetunes_far_above_chance() {
         .find(|r| field(r, "method") == "fisher" && field(r, "sparsity") == "0.5")
         .map(|r| field(r, "top1").parse().unwrap())
         .unwrap();
-    let export = |out: &str, extra: &[&str]| {
-        let mut args = vec![
-            "export",
-            "demo.toml",
-            "--model",
-            "tiny",
-            "--dataset",
-            "shapes",
-            "--method",
-            "fisher",
-            "--sparsity",
-            "0.5",
-            "--out",
-            out,
-        ];
-        args.extend_from_slice(extra);
-        let (code, log) = run(&args);
-        assert_eq!(code, Some(0), "{log}");
-    };
-    export("fisher-hf", &[]);
+    export("fisher", "0.5", "fisher-hf", &[]);
     let out = run_reference(
         "zeroshot_reference.py",
         &[d.join("fisher-hf"), d.join("spec.json")],
@@ -212,7 +198,7 @@ fn demo_finetunes_far_above_chance() {
         "orchestrate {fisher_top1}, transformers {theirs}"
     );
     // --physical: the smaller model, which a manifest loads by path and evaluates the same.
-    export("fisher-small", &["--physical"]);
+    export("fisher", "0.5", "fisher-small", &["--physical"]);
     let config = std::fs::read_to_string(d.join("fisher-small/config.json")).unwrap();
     assert!(config.contains("layer_shapes"), "{config}");
     let small = std::fs::read_to_string(d.join("demo.toml"))

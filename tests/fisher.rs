@@ -8,9 +8,7 @@
 
 use orchestrate::model::layerwise::{self, Tower};
 use orchestrate::model::{Clip, create};
-use orchestrate::prune::fisher::{
-    self, Objective, Pool, Samples, Settings, search::Feasibility, stored,
-};
+use orchestrate::prune::fisher::{self, Objective, Pool, Samples, Settings, stored};
 use orchestrate::prune::structured::{Structured, apply};
 use orchestrate::util::macs;
 use std::collections::BTreeMap;
@@ -220,13 +218,8 @@ fn contrastive(model: &Clip, n: i64) -> Objective {
     }
 }
 
-/// The mask gradients autograd gives equal central finite differences of the loss, in f64.
-#[test]
-fn mask_gradients_equal_finite_differences() {
-    let _s = serial();
-    let mut model = model("tiny", 3);
-    let samples = vision_samples(&model, 6);
-    let objective = contrastive(&model, 6);
+/// The model, its vision samples and a contrastive objective, all in f64.
+fn in_f64(model: &mut Clip, samples: Samples, objective: Objective) -> (Samples, Objective) {
     model.vs.double();
     let samples = Samples {
         inputs: layerwise::TowerInputs {
@@ -242,6 +235,17 @@ fn mask_gradients_equal_finite_differences() {
         },
         o => o,
     };
+    (samples, objective)
+}
+
+/// The mask gradients autograd gives equal central finite differences of the loss, in f64.
+#[test]
+fn mask_gradients_equal_finite_differences() {
+    let _s = serial();
+    let mut model = model("tiny", 3);
+    let samples = vision_samples(&model, 6);
+    let objective = contrastive(&model, 6);
+    let (samples, objective) = in_f64(&mut model, samples, objective);
     let g = fisher::gradients::collect(&model, Tower::Vision, &samples, &objective, 6).unwrap();
     let opts = (Kind::Double, Device::Cpu);
     let loss = |heads: &Tensor, neurons: &Tensor| {
@@ -295,18 +299,8 @@ fn fisher_stays_in_budget_and_tuning_lowers_every_layer_error() {
     let samples = vision_samples(&model, 64);
     let objective = contrastive(&model, 64);
     let settings = Settings {
-        constraint: 0.5,
-        feasibility: Feasibility::Project,
-        tokens: model.config.vision.tokens(),
         batch: 16,
-        rearrange: true,
-        tuning: Some(fisher::Tuning {
-            teacher: fisher::Teacher::Full,
-            attention_target: fisher::Target::Residual,
-            mlp_target: fisher::Target::Residual,
-            first_layer_heads: false,
-            on_failure: fisher::OnFailure::Continue,
-        }),
+        ..Settings::head(0.5, model.config.vision.tokens())
     };
     let out = fisher::prune_tower(&model, Tower::Vision, &samples, &objective, &settings).unwrap();
     assert_eq!(out.batches, 4);
@@ -542,35 +536,11 @@ fn tuned_scales_equal_an_explicit_least_squares_construction() {
     let mut model = model("tiny", 21);
     let samples = vision_samples(&model, 16);
     let objective = contrastive(&model, 16);
-    model.vs.double();
-    let x = samples.inputs.x.to_kind(Kind::Double);
-    let samples = Samples {
-        inputs: layerwise::TowerInputs {
-            x: x.shallow_clone(),
-            mask: None,
-        },
-        ..samples
-    };
-    let objective = match objective {
-        Objective::Contrastive { targets, scale } => Objective::Contrastive {
-            targets: targets.to_kind(Kind::Double),
-            scale,
-        },
-        o => o,
-    };
+    let (samples, objective) = in_f64(&mut model, samples, objective);
+    let x = samples.inputs.x.shallow_clone();
     let settings = Settings {
-        constraint: 0.45,
-        feasibility: Feasibility::Project,
-        tokens: model.config.vision.tokens(),
         batch: 8,
-        rearrange: true,
-        tuning: Some(fisher::Tuning {
-            teacher: fisher::Teacher::Full,
-            attention_target: fisher::Target::Residual,
-            mlp_target: fisher::Target::Residual,
-            first_layer_heads: false,
-            on_failure: fisher::OnFailure::Continue,
-        }),
+        ..Settings::head(0.45, model.config.vision.tokens())
     };
     let out = fisher::prune_tower(&model, Tower::Vision, &samples, &objective, &settings).unwrap();
     let _g = tch::no_grad_guard();

@@ -129,3 +129,101 @@ towers = "both"
         }
     }
 }
+
+/// Fisher on a retrieval dataset prunes both towers, each to its own MAC budget, with the ETH
+/// port's InfoNCE loss (the vision tower against the unpruned caption embeddings, the text tower
+/// against the unpruned image embeddings), from a seeded draw or an explicit index list with
+/// repeats; both physical towers match their masked models and the point reports recall.
+#[test]
+fn fisher_prunes_both_towers_on_captions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    run_in(
+        d,
+        &[
+            "init-model",
+            "models/tiny",
+            "--preset",
+            "tiny",
+            "--seed",
+            "3",
+        ],
+    );
+    write_dataset(&d.join("flickr"));
+    std::fs::write(
+        d.join("fisher.toml"),
+        r#"
+[experiment]
+name = "fisher"
+
+[models.tiny]
+path = "models/tiny"
+
+[datasets.flickr]
+kind = "retrieval"
+path = "flickr"
+
+[grid]
+model = ["tiny"]
+dataset = ["flickr"]
+method = ["fisher", "listed"]
+sparsity = [0.5]
+
+[methods.fisher]
+towers = "both"
+num_samples = 48
+batch_size = 16
+
+[methods.listed]
+kind = "fisher"
+towers = "both"
+batch_size = 16
+indices = [0, 0, 3, 3, 3, 7, 12, 20, 31, 31, 1, 2, 4, 5, 6, 8, 9, 10, 11, 13, 14, 15, 16, 17]
+"#,
+    )
+    .unwrap();
+    run_in(d, &["run", "fisher.toml"]);
+    let csv = std::fs::read_to_string(d.join("results/fisher/fisher.csv")).unwrap();
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let headers = rows.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let all: Vec<csv::StringRecord> = rows.records().map(Result::unwrap).collect();
+    assert_eq!(all.len(), 3, "{csv}");
+    for r in all.iter().filter(|r| &r[col("method")] != "dense") {
+        assert_eq!(&r[col("status")], "done", "{csv}");
+        let r1: f64 = r[col("image_to_text_r1")].parse().unwrap();
+        assert!((0.0..=1.0).contains(&r1));
+        let achieved: f64 = r[col("achieved_sparsity")].parse().unwrap();
+        assert!((0.5..0.6).contains(&achieved), "{achieved}");
+        // The evaluated model is smaller in both towers.
+        let text_macs: f64 = r[col("text_macs")].parse().unwrap();
+        let dense_text: f64 = all[0][col("text_macs")].parse().unwrap();
+        assert!(text_macs < 0.75 * dense_text, "{text_macs} vs {dense_text}");
+    }
+    // Each tower's record: its own budget, and a physical model that matches the masked one.
+    let entries = d.join("results/cache/entries");
+    let mut seen = 0;
+    for e in std::fs::read_dir(entries).unwrap() {
+        let record = std::fs::read_to_string(e.unwrap().path().join("record.json")).unwrap();
+        let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+        let Some(towers) = record["metrics"]["towers"].as_object() else {
+            continue;
+        };
+        if !towers.contains_key("text") {
+            continue;
+        }
+        seen += 1;
+        for (name, t) in towers {
+            assert!(t["mac_fraction"].as_f64().unwrap() <= 0.5, "{name}: {t}");
+            let check = &t["physical_check"];
+            assert!(
+                check["max_abs_deviation"].as_f64() <= check["tolerance"].as_f64(),
+                "{name}: {check}"
+            );
+        }
+        let samples = record["metrics"]["samples"].as_u64().unwrap();
+        let drawn = record["metrics"]["drawn"].as_bool().unwrap();
+        assert_eq!(samples, if drawn { 48 } else { 24 });
+    }
+    assert_eq!(seen, 2);
+}

@@ -149,6 +149,33 @@ pub struct Settings {
     pub tuning: Option<Tuning>,
 }
 
+impl Tuning {
+    /// The ETH port's HEAD: full-model teacher, residual targets, layer 0's heads untuned,
+    /// failed solves skipped.
+    pub const HEAD: Tuning = Tuning {
+        teacher: Teacher::Full,
+        attention_target: Target::Residual,
+        mlp_target: Target::Residual,
+        first_layer_heads: false,
+        on_failure: OnFailure::Continue,
+    };
+}
+
+impl Settings {
+    /// The HEAD defaults at a constraint and token count: the project's feasibility rule,
+    /// batches of 32, rearrangement and tuning on.
+    pub fn head(constraint: f64, tokens: i64) -> Settings {
+        Settings {
+            constraint,
+            feasibility: Feasibility::Project,
+            tokens,
+            batch: 32,
+            rearrange: true,
+            tuning: Some(Tuning::HEAD),
+        }
+    }
+}
+
 /// Seconds spent in each phase.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Phases {
