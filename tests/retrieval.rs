@@ -38,10 +38,8 @@ fn write_dataset(dir: &Path) {
     .unwrap();
 }
 
-#[test]
-fn retrieval_recall_matches_transformers() {
-    let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path();
+/// A tiny model and the dataset in `d`, and the manifest's sections naming them.
+fn project(d: &Path, name: &str) -> String {
     run_in(
         d,
         &[
@@ -54,11 +52,10 @@ fn retrieval_recall_matches_transformers() {
         ],
     );
     write_dataset(&d.join("flickr"));
-    std::fs::write(
-        d.join("retrieval.toml"),
+    format!(
         r#"
 [experiment]
-name = "retrieval"
+name = "{name}"
 
 [models.tiny]
 path = "models/tiny"
@@ -66,7 +63,18 @@ path = "models/tiny"
 [datasets.flickr]
 kind = "retrieval"
 path = "flickr"
+"#
+    )
+}
 
+#[test]
+fn retrieval_recall_matches_transformers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(
+        d.join("retrieval.toml"),
+        project(d, "retrieval")
+            + r#"
 [grid]
 model = ["tiny"]
 dataset = ["flickr"]
@@ -138,31 +146,10 @@ towers = "both"
 fn fisher_prunes_both_towers_on_captions() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    run_in(
-        d,
-        &[
-            "init-model",
-            "models/tiny",
-            "--preset",
-            "tiny",
-            "--seed",
-            "3",
-        ],
-    );
-    write_dataset(&d.join("flickr"));
     std::fs::write(
         d.join("fisher.toml"),
-        r#"
-[experiment]
-name = "fisher"
-
-[models.tiny]
-path = "models/tiny"
-
-[datasets.flickr]
-kind = "retrieval"
-path = "flickr"
-
+        project(d, "fisher")
+            + r#"
 [grid]
 model = ["tiny"]
 dataset = ["flickr"]
