@@ -5,13 +5,13 @@
 //! | layer | modules | may import |
 //! |---|---|---|
 //! | leaf | [`util`] | std and small crates |
-//! | orchestration | [`manifest`] → [`plan`] → [`cache`]; [`exec`]; [`progress`] (run events → console, event log); [`tables`] | each other in that order; never `tch` or the ML core |
+//! | orchestration | [`manifest`] → [`plan`] → [`cache`]; [`exec`]; [`progress`] (run events → console, event log); [`tables`] → [`report`] (figures) | each other in that order; never `tch` or the ML core |
 //! | ML core | [`model`], [`data`], [`prune`], [`analysis`], [`train`] | `tch` and each other; never the orchestration half |
 //! | bridge | [`stages`] | both halves |
 //! | root | [`cli`] | everything |
 //!
 //! Data flows one way: manifest → plan (keys) → freshness → executor (child process per stage)
-//! → cache entries → tables.
+//! → cache entries → tables → figures.
 
 pub mod analysis;
 pub mod cache;
@@ -23,6 +23,7 @@ pub mod model;
 pub mod plan;
 pub mod progress;
 pub mod prune;
+pub mod report;
 pub mod stages;
 pub mod tables;
 pub mod train;

@@ -92,6 +92,24 @@ fn demo_finetunes_far_above_chance() {
     }
     eprintln!("top-1 at 50 % unstructured: {top1_at_half:?}");
 
+    // Figures: the ones this table supports, as SVG (text drawn as paths) and PNG.
+    let figures = d.join("results/demo/figures");
+    for name in [
+        "accuracy_vs_sparsity",
+        "intrinsic_dimension",
+        "accuracy_vs_macs",
+        "accuracy_vs_parameters",
+        "accuracy_vs_throughput",
+    ] {
+        let svg = std::fs::read_to_string(figures.join(format!("{name}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg") && !svg.contains("<text"), "{name}");
+        let png = image::open(figures.join(format!("{name}.png"))).unwrap();
+        assert!(png.width() >= 600 && png.height() >= 300, "{name}");
+    }
+    // No calibration sweep, no retraining: no figure pretends otherwise.
+    assert!(!figures.join("calibration_ablation.svg").exists());
+    assert!(!figures.join("retraining.svg").exists());
+
     // Intrinsic dimension of every model's vision layers (3 in the tiny preset, D after SLS),
     // dense and pruned: the long table has one row per point and layer, the main table the
     // summaries.

@@ -133,7 +133,9 @@ fn collect_first_segments(r: &str, out: &mut BTreeSet<String>) {
     }
 }
 
-const ORCHESTRATION: &[&str] = &["manifest", "plan", "cache", "exec", "progress", "tables"];
+const ORCHESTRATION: &[&str] = &[
+    "manifest", "plan", "cache", "exec", "progress", "tables", "report",
+];
 const ML_CORE: &[&str] = &["model", "data", "prune", "analysis", "train"];
 
 /// What each module must never refer to (besides the rules for its half).

@@ -1,6 +1,8 @@
-//! `orchestrate table`: the results tables from the cache, and the paper pivot.
+//! `orchestrate table`: the results tables from the cache, their figures, and the paper pivot.
 
 use super::{CliError, Loaded, Pivot, exit, io_context, load};
+use crate::manifest::schema::SparsityAxis;
+use crate::report;
 use crate::tables::pivot::{Metric, PivotFormat, render};
 use crate::tables::{
     Row, collect, collect_id, id_dataframe, to_dataframe, write::tables_dir, write_tables,
@@ -44,16 +46,29 @@ pub fn write(l: &Loaded, results: &Path) -> Result<(Vec<Row>, (PathBuf, PathBuf)
         "cannot write tables in {}",
         dir.display()
     )))?;
-    if l.exp.stages.intrinsic_dimension {
-        let mut id =
-            id_dataframe(&collect_id(&l.plan, &l.cache, &rows)).map_err(|e| CliError::Io {
-                context: "cannot build the intrinsic-dimension table".into(),
-                source: std::io::Error::other(e),
-            })?;
+    let id_rows = if l.exp.stages.intrinsic_dimension {
+        let id_rows = collect_id(&l.plan, &l.cache, &rows);
+        let mut id = id_dataframe(&id_rows).map_err(|e| CliError::Io {
+            context: "cannot build the intrinsic-dimension table".into(),
+            source: std::io::Error::other(e),
+        })?;
         write_tables(&mut id, &dir, &format!("{}_id", l.exp.name)).map_err(io_context(format!(
             "cannot write tables in {}",
             dir.display()
         )))?;
-    }
+        id_rows
+    } else {
+        Vec::new()
+    };
+    let data_driven = |method: &str| {
+        l.exp
+            .method_spec(method)
+            .is_some_and(|s| s.sparsity == SparsityAxis::DataDriven)
+    };
+    let figures = dir.join("figures");
+    report::write_figures(&rows, &id_rows, &data_driven, &figures).map_err(|e| CliError::Io {
+        context: format!("cannot write the figures in {}", figures.display()),
+        source: std::io::Error::other(e),
+    })?;
     Ok((rows, written))
 }
