@@ -46,10 +46,18 @@ demo: build
 	$(BIN) plan experiments/demo.toml
 	$(BIN) run experiments/demo.toml
 	$(BIN) table experiments/demo.toml --pivot md
+	$(BIN) report experiments/demo.toml
 
 # Tests run in the release profile (one profile: polars compiles once) with the test-only
 # simulated stages that the scheduler tests drive through the real binary.
-test: $(TEST_STAMP)
+# The report test opens report.html in a headless Chromium from Debian's packages.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+BROWSER_STAMP := $(VENV)/.chromium
+$(BROWSER_STAMP): $(STAMP)
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+	touch $@
+
+test: $(TEST_STAMP) $(BROWSER_STAMP)
 	$(CARGO) test --release --locked --features test-stages
 	@# Restore the shipped binary (the tests build it with the simulated stages).
 	$(CARGO) build --release --locked

@@ -63,6 +63,9 @@ pub enum Command {
         #[arg(long, default_value = "top1", value_parser = clap::builder::PossibleValuesParser::new(crate::tables::pivot::METRICS.iter().map(|m| m.name)))]
         metric: String,
     },
+    /// Write the tables, the figures (results/<experiment>/figures/) and the self-contained
+    /// results/<experiment>/report.html from the cache (every run writes them too).
+    Report { manifest: PathBuf },
     /// Delete cache entries that none of the given manifests reaches.
     Gc {
         #[arg(required = true)]

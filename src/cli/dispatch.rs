@@ -33,6 +33,7 @@ pub fn main(cli: Cli) -> Result<i32, CliError> {
             let metric = crate::tables::pivot::Metric::named(&metric).expect("clap checked it");
             table::run(&results, &manifest, pivot, metric)
         }
+        Command::Report { manifest } => table::report(&results, &manifest),
         Command::Gc { manifests, dry_run } => gc::run(&results, &manifests, dry_run),
         Command::InitModel {
             dir,

@@ -33,6 +33,12 @@ pub fn run(results: &Path, manifest: &Path, retries: u32, verify: bool) -> Resul
     let tables_failed = match tables {
         Ok((_, (csv, parquet))) => {
             println!("tables: {} and {}", csv.display(), parquet.display());
+            let report = csv.with_file_name("report.html");
+            println!(
+                "report: {} (figures in {})",
+                report.display(),
+                csv.with_file_name("figures").display()
+            );
             false
         }
         Err(e) => {

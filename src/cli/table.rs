@@ -1,8 +1,9 @@
 //! `orchestrate table`: the results tables from the cache, their figures, and the paper pivot.
 
 use super::{CliError, Loaded, Pivot, exit, io_context, load};
+use crate::cache::Lookup;
 use crate::manifest::schema::SparsityAxis;
-use crate::report;
+use crate::report::{self, html};
 use crate::tables::pivot::{Metric, PivotFormat, render};
 use crate::tables::{
     Row, collect, collect_id, id_dataframe, to_dataframe, write::tables_dir, write_tables,
@@ -24,7 +25,7 @@ pub fn run(
             Pivot::Md => (PivotFormat::Markdown, "md"),
             Pivot::Tex => (PivotFormat::Latex, "tex"),
         };
-        let text = render(&rows, format, metric);
+        let text = render(&rows, format, metric, &l.exp.references);
         let path = tables_dir(results, &l.exp.name).join(format!("{}.{ext}", l.exp.name));
         fsx::write_atomic(&path, text.as_bytes())
             .map_err(io_context(format!("cannot write {}", path.display())))?;
@@ -34,7 +35,18 @@ pub fn run(
     Ok(exit::OK)
 }
 
-/// Collects the rows and writes the CSV and Parquet tables; returns the rows and the paths.
+/// `orchestrate report`: the tables, figures and report, and where the report is.
+pub fn report(results: &Path, manifest: &Path) -> Result<i32, CliError> {
+    let l = load(results, manifest, false)?;
+    write(&l, results)?;
+    let dir = tables_dir(results, &l.exp.name);
+    println!("wrote {}", dir.join("report.html").display());
+    println!("figures: {}", dir.join("figures").display());
+    Ok(exit::OK)
+}
+
+/// Collects the rows and writes the CSV and Parquet tables, the figures and the report;
+/// returns the rows and the tables' paths.
 pub fn write(l: &Loaded, results: &Path) -> Result<(Vec<Row>, (PathBuf, PathBuf)), CliError> {
     let rows = collect(&l.exp, &l.plan, &l.cache);
     let dir = tables_dir(results, &l.exp.name);
@@ -65,10 +77,74 @@ pub fn write(l: &Loaded, results: &Path) -> Result<(Vec<Row>, (PathBuf, PathBuf)
             .method_spec(method)
             .is_some_and(|s| s.sparsity == SparsityAxis::DataDriven)
     };
-    let figures = dir.join("figures");
-    report::write_figures(&rows, &id_rows, &data_driven, &figures).map_err(|e| CliError::Io {
-        context: format!("cannot write the figures in {}", figures.display()),
+    let figures_dir = dir.join("figures");
+    let report_error = |e: report::ReportError| CliError::Io {
+        context: format!("cannot write the figures and report in {}", dir.display()),
         source: std::io::Error::other(e),
-    })?;
+    };
+    let figures =
+        report::write_figures(&rows, &id_rows, &data_driven, &figures_dir).map_err(report_error)?;
+    let (times, provenance) = records_summary(l);
+    let manifest_text = std::fs::read_to_string(&l.exp.manifest_path).unwrap_or_default();
+    let manifest_path = l.exp.manifest_path.display().to_string();
+    let data = html::ReportData {
+        experiment: &l.exp.name,
+        description: Some(l.exp.description.as_str()).filter(|d| !d.is_empty()),
+        manifest_path: &manifest_path,
+        manifest_text: &manifest_text,
+        generated: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        rows: &rows,
+        references: &l.exp.references,
+        figures: &figures,
+        times: &times,
+        provenance: &provenance,
+    };
+    report::write_report(&data, &dir).map_err(report_error)?;
     Ok((rows, written))
+}
+
+/// Time per stage kind and the provenance of every computed stage of the plan.
+fn records_summary(l: &Loaded) -> (Vec<html::StageTime>, html::Provenance) {
+    let mut times: Vec<html::StageTime> = Vec::new();
+    let mut sets: [std::collections::BTreeSet<String>; 5] = Default::default();
+    for n in &l.plan.nodes {
+        let record = match l.cache.lookup(&n.key, false) {
+            Lookup::Done(r) | Lookup::Evicted(r) => r,
+            _ => continue,
+        };
+        let kind = n.kind.name().to_string();
+        let seconds = record.timing.seconds;
+        match times.iter_mut().find(|t| t.kind == kind) {
+            Some(t) => {
+                t.count += 1;
+                t.seconds += seconds;
+                if seconds > t.slowest.1 {
+                    t.slowest = (n.label.clone(), seconds);
+                }
+            }
+            None => times.push(html::StageTime {
+                kind,
+                count: 1,
+                seconds,
+                slowest: (n.label.clone(), seconds),
+            }),
+        }
+        let p = &record.provenance;
+        sets[0].insert(p.orchestrate_version.clone());
+        sets[1].insert(p.git_revision.clone());
+        sets[2].extend(p.libraries.iter().map(|(k, v)| format!("{k} {v}")));
+        sets[3].insert(p.device.clone());
+        sets[4].insert(p.host.clone());
+    }
+    let [versions, revisions, libraries, devices, hosts] = sets.map(|s| s.into_iter().collect());
+    (
+        times,
+        html::Provenance {
+            versions,
+            revisions,
+            libraries,
+            devices,
+            hosts,
+        },
+    )
 }

@@ -26,6 +26,8 @@ pub struct Experiment {
     pub dense_pairs: Vec<(String, String)>,
     pub stages: StageSettings,
     pub resources: Resources,
+    /// Published numbers to show next to ours.
+    pub references: Vec<Reference>,
     /// The registered pruning methods the manifest was validated against.
     pub registry: Methods,
 }
@@ -214,6 +216,19 @@ impl Device {
             .and_then(|i| i.parse().ok())
             .map(Device::Cuda)
     }
+}
+
+/// A number a paper reports for a grid point (`[[reference]]`), in percent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reference {
+    pub model: String,
+    pub dataset: String,
+    pub method: String,
+    pub sparsity: Sparsity,
+    /// The table column it compares with (`top1`, `image_to_text_r1`, ...).
+    pub metric: String,
+    pub value: f64,
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Clone)]

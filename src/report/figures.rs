@@ -527,6 +527,7 @@ mod tests {
             loss: None,
             efficiency: [None; 10],
             failed_stage: None,
+            error: None,
             log: None,
         }
     }

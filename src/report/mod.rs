@@ -1,11 +1,13 @@
-//! An experiment's figures, drawn from its tables: [`figures`] decides what each figure shows
-//! (data only, tested against the table), [`render`] draws it as SVG and PNG with an embedded
-//! font. [`write_figures`] writes them under `results/<experiment>/figures/`, atomically per
-//! file, and removes figures the table no longer supports.
+//! An experiment's figures and report, drawn from its tables: [`figures`] decides what each
+//! figure shows (data only, tested against the table), [`render`] draws it as SVG and PNG with
+//! an embedded font, [`html`] assembles the self-contained `report.html`. [`write_figures`]
+//! writes the figures under `results/<experiment>/figures/`, atomically per file, and removes
+//! figures the table no longer supports.
 //!
-//! Invariant: the orchestration half only; the figures read rows, never the cache or a model.
+//! Invariant: the orchestration half only; the report reads rows and records, never a model.
 
 pub mod figures;
+pub mod html;
 pub mod render;
 
 use crate::tables::{IdRow, Row};
@@ -24,13 +26,13 @@ pub enum ReportError {
 }
 
 /// Draws every figure the rows support into `dir` (`<name>.svg`, `<name>.png`); returns the
-/// figures with their SVG paths.
+/// figures with their SVG.
 pub fn write_figures(
     rows: &[Row],
     id_rows: &[IdRow],
     data_driven: &dyn Fn(&str) -> bool,
     dir: &Path,
-) -> Result<Vec<(figures::Figure, PathBuf)>, ReportError> {
+) -> Result<Vec<(figures::Figure, String)>, ReportError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ReportError::Io { path, source }
@@ -44,7 +46,7 @@ pub fn write_figures(
         let png = dir.join(format!("{}.png", f.name));
         fsx::write_atomic(&svg, drawn.svg.as_bytes()).map_err(io(&svg))?;
         fsx::write_atomic(&png, &drawn.png).map_err(io(&png))?;
-        out.push((f, svg));
+        out.push((f, drawn.svg));
     }
     // A figure from an earlier run whose data is gone would mislead.
     let current: Vec<String> = out.iter().map(|(f, _)| f.name.clone()).collect();
@@ -63,4 +65,14 @@ pub fn write_figures(
         }
     }
     Ok(out)
+}
+
+/// Writes `report.html` into `dir`; returns its path.
+pub fn write_report(data: &html::ReportData, dir: &Path) -> Result<PathBuf, ReportError> {
+    let path = dir.join("report.html");
+    fsx::write_atomic(&path, html::render(data).as_bytes()).map_err(|source| ReportError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
 }

@@ -51,8 +51,9 @@ pub struct Row {
     pub loss: Option<f64>,
     /// The model as evaluated against its dense model, in [`EFFICIENCY`] order.
     pub efficiency: [Option<f64>; 10],
-    /// The stage that failed and its log, for failed rows.
+    /// The stage that failed, its error and its log, for failed rows.
     pub failed_stage: Option<String>,
+    pub error: Option<String>,
     pub log: Option<PathBuf>,
 }
 
@@ -249,7 +250,7 @@ fn row(
     let failure = chain.iter().flatten().find_map(|&n| {
         cache
             .failure(&plan.nodes[n].key)
-            .map(|f| (plan.nodes[n].kind.name().to_string(), f.log))
+            .map(|f| (plan.nodes[n].kind.name().to_string(), f.error, f.log))
     });
     // Done when every stage of the point is: evaluated, and retrained and measured when the
     // manifest asks for it. (The ID table, `status` and the exit code agree with this.)
@@ -261,9 +262,9 @@ fn row(
         (false, Some(_)) => RowStatus::Failed,
         (false, None) => RowStatus::Pending,
     };
-    let (failed_stage, log) = match (status, failure) {
-        (RowStatus::Failed, Some((stage, log))) => (Some(stage), Some(log)),
-        _ => (None, None),
+    let (failed_stage, error, log) = match (status, failure) {
+        (RowStatus::Failed, Some((stage, error, log))) => (Some(stage), Some(error), Some(log)),
+        _ => (None, None, None),
     };
     let metric = |r: &Option<Record>, name: &str| r.as_ref().and_then(|r| r.metric(name));
     Row {
@@ -300,6 +301,7 @@ fn row(
                 .and_then(|r| r.metrics["efficiency"][name].as_f64())
         }),
         failed_stage,
+        error,
         log,
     }
 }

@@ -4,13 +4,14 @@
 //! column), averaged over seeds; `–` where missing.
 
 use super::collect::{EFFICIENCY, Row, RowStatus};
+use crate::manifest::Reference;
 
 /// What a pivot's cells show.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Metric {
     /// The table column.
     pub name: &'static str,
-    title: &'static str,
+    pub title: &'static str,
     /// Cells are `scale · value` with `decimals` decimals.
     scale: f64,
     decimals: usize,
@@ -18,6 +19,18 @@ pub struct Metric {
 
 /// The metrics a pivot can show.
 pub const METRICS: &[Metric] = &[
+    Metric {
+        name: "image_to_text_r1",
+        title: "image→text R@1 (%)",
+        scale: 100.0,
+        decimals: 2,
+    },
+    Metric {
+        name: "text_to_image_r1",
+        title: "text→image R@1 (%)",
+        scale: 100.0,
+        decimals: 2,
+    },
     Metric {
         name: "top1",
         title: "zero-shot top-1 (%)",
@@ -77,6 +90,8 @@ impl Metric {
         match self.name {
             "top1" => r.top1,
             "loss" => r.loss,
+            "image_to_text_r1" => r.retrieval[0],
+            "text_to_image_r1" => r.retrieval[3],
             name => EFFICIENCY
                 .iter()
                 .position(|e| *e == name)
@@ -91,14 +106,22 @@ pub enum PivotFormat {
     Latex,
 }
 
-/// Renders the pivot of `rows` in `format`.
-pub fn render(rows: &[Row], format: PivotFormat, metric: Metric) -> String {
-    let mut out = String::new();
+/// One model's pivot: a header and rows of formatted cells (`–` where missing).
+pub struct Block {
+    pub model: String,
+    pub header: Vec<String>,
+    pub body: Vec<Vec<String>>,
+}
+
+/// The pivot of `rows` for `metric`, one block per model. A cell with a published number
+/// (`references`) shows it and the difference: `70.10 (paper 71.00, −0.90)`.
+pub fn blocks(rows: &[Row], metric: Metric, references: &[Reference]) -> Vec<Block> {
     let models = ordered(rows.iter().map(|r| r.model.clone()));
     let datasets = ordered(rows.iter().map(|r| r.dataset.clone()));
     let several_sizes = ordered(rows.iter().filter_map(|r| r.calibration_size)).len() > 1;
-    for model in &models {
-        let mine: Vec<&Row> = rows.iter().filter(|r| &r.model == model).collect();
+    let mut out = Vec::new();
+    for model in models {
+        let mine: Vec<&Row> = rows.iter().filter(|r| r.model == model).collect();
         let labels = ordered(mine.iter().map(|r| label(r, several_sizes)));
         let mut header = vec!["method".to_string(), "sparsity".to_string()];
         header.extend(datasets.iter().cloned());
@@ -117,13 +140,29 @@ pub fn render(rows: &[Row], format: PivotFormat, metric: Metric) -> String {
                     })
                     .filter_map(|r| metric.value(r))
                     .collect();
-                if accs.is_empty() {
-                    cells.push("–".into());
+                let published = mine
+                    .iter()
+                    .find(|r| {
+                        &r.dataset == d
+                            && label(r, several_sizes) == (method.clone(), sparsity.clone())
+                    })
+                    .and_then(|r| reference(references, r, metric.name));
+                let mut cell = if accs.is_empty() {
+                    "–".to_string()
                 } else {
                     let mean = metric.scale * accs.iter().sum::<f64>() / accs.len() as f64;
                     values.push(mean);
-                    cells.push(format!("{mean:.*}", metric.decimals));
+                    format!("{mean:.*}", metric.decimals)
+                };
+                if let Some(p) = published {
+                    let diff = values
+                        .last()
+                        .filter(|_| !accs.is_empty())
+                        .map(|ours| format!(", {:+.*}", metric.decimals, ours - p.value))
+                        .unwrap_or_default();
+                    cell = format!("{cell} (paper {:.*}{diff})", metric.decimals, p.value);
                 }
+                cells.push(cell);
             }
             // The mean is only meaningful over every dataset.
             cells.push(if values.len() == datasets.len() {
@@ -134,6 +173,45 @@ pub fn render(rows: &[Row], format: PivotFormat, metric: Metric) -> String {
             });
             body.push(cells);
         }
+        out.push(Block {
+            model,
+            header,
+            body,
+        });
+    }
+    out
+}
+
+/// The published number for a row's point and `metric`, if the manifest gives one.
+pub fn reference<'a>(references: &'a [Reference], r: &Row, metric: &str) -> Option<&'a Reference> {
+    references.iter().find(|p| {
+        p.metric == metric
+            && p.model == r.model
+            && p.dataset == r.dataset
+            && p.method == r.method
+            && (p.sparsity.to_string() == r.sparsity || r.method == "dense")
+    })
+}
+
+/// Whether any row has a value for `metric` (a pivot of nothing is not shown).
+pub fn has(rows: &[Row], metric: Metric) -> bool {
+    rows.iter().any(|r| metric.value(r).is_some())
+}
+
+/// Renders the pivot of `rows` in `format`.
+pub fn render(
+    rows: &[Row],
+    format: PivotFormat,
+    metric: Metric,
+    references: &[Reference],
+) -> String {
+    let mut out = String::new();
+    for Block {
+        model,
+        header,
+        body,
+    } in blocks(rows, metric, references)
+    {
         match format {
             PivotFormat::Markdown => {
                 out.push_str(&format!("**{model}** — {}\n\n", metric.title));
@@ -161,7 +239,7 @@ pub fn render(rows: &[Row], format: PivotFormat, metric: Metric) -> String {
                 out.push_str(&format!(
                     "% {model}: {}\n\\begin{{tabular}}{{ll{}}}\n\\toprule\n",
                     metric.title,
-                    "r".repeat(datasets.len() + 1)
+                    "r".repeat(header.len() - 2)
                 ));
                 out.push_str(&format!(
                     "{} \\\\\n\\midrule\n",

@@ -50,6 +50,7 @@ pub fn to_dataframe(rows: &[Row]) -> PolarsResult<DataFrame> {
         columns.push(col(name, rows, |r| r.efficiency[i]));
     }
     columns.push(col("failed_stage", rows, |r| r.failed_stage.clone()));
+    columns.push(col("error", rows, |r| r.error.clone()));
     columns.push(col("log", rows, |r| {
         r.log.as_ref().map(|p| p.display().to_string())
     }));

@@ -57,6 +57,7 @@ impl Cx<'_> {
                 "methods",
                 "stages",
                 "resources",
+                "reference",
             ],
         );
 
@@ -77,6 +78,10 @@ impl Cx<'_> {
                 );
                 None
             }
+        };
+        let references = match &grid {
+            Some(points) => self.references(top, points),
+            None => Vec::new(),
         };
         let mut models = models;
         if let Some(points) = &grid {
@@ -109,6 +114,7 @@ impl Cx<'_> {
             dense_pairs,
             stages,
             resources,
+            references,
             registry: self.registry,
         })
     }

@@ -12,6 +12,7 @@ mod inputs;
 mod load;
 mod methods;
 mod models;
+mod references;
 mod stages;
 
 pub use load::load;
