@@ -89,6 +89,24 @@ fn report_opens_in_a_browser_with_every_figure_and_sortable_tables() {
         html.matches("data:image/svg+xml;base64,").count(),
         figures.len()
     );
+    // Each SVG parses (with no font available: its text is paths) and its PNG is the same size.
+    for f in &figures {
+        let svg = std::fs::read_to_string(dir.join("figures").join(f)).unwrap();
+        let options = resvg::usvg::Options {
+            fontdb: std::sync::Arc::new(resvg::usvg::fontdb::Database::new()),
+            ..Default::default()
+        };
+        let tree =
+            resvg::usvg::Tree::from_str(&svg, &options).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let png = image::open(dir.join("figures").join(f.replace(".svg", ".png"))).unwrap();
+        let size = tree.size().to_int_size();
+        assert_eq!(
+            (png.width(), png.height()),
+            (size.width(), size.height()),
+            "{f}"
+        );
+        assert!(!svg.contains("<text"), "{f}");
+    }
 
     // In the browser: the page's self-test (figures decoded, every column sorts both ways, a
     // click sorts, no script error).

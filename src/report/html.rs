@@ -329,6 +329,9 @@ const SCRIPT: &str = r#"
 'use strict';
 const errors = [];
 window.addEventListener('error', e => errors.push(String(e.message)));
+window.addEventListener('unhandledrejection', e => errors.push(String(e.reason)));
+const consoleError = console.error.bind(console);
+console.error = (...args) => { errors.push(args.map(String).join(' ')); consoleError(...args); };
 function key(text) {
   const t = text.trim();
   if (t === '–' || t === '') return null;
@@ -378,7 +381,7 @@ async function selftest() {
     table.tHead.rows[0].cells[cols - 1].click();
     if (!sorted(table, cols - 1, 1)) out.push('table ' + t + ': a click did not sort');
   });
-  out.push(...errors.map(e => 'script error: ' + e));
+  out.push(...errors.map(e => 'console error: ' + e));
   const pre = document.getElementById('selftest');
   pre.textContent = (out.length ? out.join('\n') : 'ok') +
     '\nfigures=' + images.length + ' tables=' + document.querySelectorAll('table.sortable').length;
