@@ -364,11 +364,26 @@ pub fn calibration_ablation(rows: &[Row]) -> Option<Figure> {
     })
 }
 
-/// The efficiency axes: column index in `Row::efficiency`, file stem, axis label, scale.
-const EFFICIENCY_AXES: [(usize, &str, &str, f64); 3] = [
-    (4, "accuracy_vs_macs", "vision MACs (% of dense)", 100.0),
-    (1, "accuracy_vs_parameters", "non-zero parameters (M)", 1e-6),
-    (6, "accuracy_vs_throughput", "throughput (images/s)", 1.0),
+/// The efficiency axes: table column, file stem, axis label, scale.
+const EFFICIENCY_AXES: [(&str, &str, &str, f64); 3] = [
+    (
+        "mac_fraction",
+        "accuracy_vs_macs",
+        "vision MACs (% of dense)",
+        100.0,
+    ),
+    (
+        "params_nonzero",
+        "accuracy_vs_parameters",
+        "non-zero parameters (M)",
+        1e-6,
+    ),
+    (
+        "throughput",
+        "accuracy_vs_throughput",
+        "throughput (images/s)",
+        1.0,
+    ),
 ];
 
 /// Accuracy against each efficiency measurement the table holds (dense included, as a point).
@@ -378,7 +393,7 @@ pub fn accuracy_vs_efficiency(rows: &[Row]) -> Vec<Figure> {
     for (column, name, label, scale) in EFFICIENCY_AXES {
         let mut panels = Vec::new();
         for ((model, dataset), mine) in by_pair(&rows) {
-            let xy = |r: &Row| Some((scale * r.efficiency[column]?, accuracy(r)?));
+            let xy = |r: &Row| Some((scale * r.metric(column)?, accuracy(r)?));
             let mut series = method_series(&mine, several_sizes(&mine), xy);
             let dense: Vec<(f64, f64)> = mine
                 .iter()

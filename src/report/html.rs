@@ -77,19 +77,6 @@ fn table(out: &mut String, caption: &str, header: &[String], body: &[Vec<String>
     out.push_str("</tbody></table>\n");
 }
 
-/// A row's value of a reference metric (a fraction).
-fn column(r: &Row, metric: &str) -> Option<f64> {
-    match metric {
-        "top1" => r.top1,
-        "top5" => r.top5,
-        "retrain_best_top1" => r.retrain_best_top1,
-        m => crate::tables::collect::RETRIEVAL_METRICS
-            .iter()
-            .position(|x| *x == m)
-            .and_then(|i| r.retrieval[i]),
-    }
-}
-
 fn cell(v: Option<f64>, scale: f64, decimals: usize) -> String {
     v.map_or("–".into(), |v| format!("{:.*}", decimals, scale * v))
 }
@@ -200,7 +187,7 @@ pub fn render(d: &ReportData) -> String {
                         r.status == RowStatus::Done
                             && pivot::reference(std::slice::from_ref(p), r, &p.metric).is_some()
                     })
-                    .filter_map(|r| column(r, &p.metric))
+                    .filter_map(|r| r.metric(&p.metric))
                     .collect();
                 let ours = (!ours.is_empty())
                     .then(|| 100.0 * ours.iter().sum::<f64>() / ours.len() as f64);

@@ -57,6 +57,29 @@ pub struct Row {
     pub log: Option<PathBuf>,
 }
 
+impl Row {
+    /// A numeric column by its table name (`top1`, `loss`, `image_to_text_r1`, `speedup`, …).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let at = |names: &[&str], values: &[Option<f64>]| {
+            names
+                .iter()
+                .position(|n| *n == name)
+                .and_then(|i| values[i])
+        };
+        match name {
+            "top1" => self.top1,
+            "top5" => self.top5,
+            "loss" => self.loss,
+            "achieved_sparsity" => self.achieved_sparsity,
+            "retrain_best_top1" => self.retrain_best_top1,
+            "retrain_last_top1" => self.retrain_last_top1,
+            _ => at(&RETRIEVAL_METRICS, &self.retrieval)
+                .or_else(|| at(&EFFICIENCY, &self.efficiency))
+                .or_else(|| at(&ID_SUMMARY, &self.intrinsic_dimension)),
+        }
+    }
+}
+
 /// The evaluate stage's retrieval metrics, which are also table columns.
 pub const RETRIEVAL_METRICS: [&str; 6] = [
     "image_to_text_r1",

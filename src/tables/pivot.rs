@@ -3,7 +3,7 @@
 //! datasets. Cells are one metric (top-1 accuracy in percent by default, or an efficiency
 //! column), averaged over seeds; `–` where missing.
 
-use super::collect::{EFFICIENCY, Row, RowStatus};
+use super::collect::{Row, RowStatus};
 use crate::manifest::Reference;
 
 /// What a pivot's cells show.
@@ -87,16 +87,7 @@ impl Metric {
     }
 
     fn value(&self, r: &Row) -> Option<f64> {
-        match self.name {
-            "top1" => r.top1,
-            "loss" => r.loss,
-            "image_to_text_r1" => r.retrieval[0],
-            "text_to_image_r1" => r.retrieval[3],
-            name => EFFICIENCY
-                .iter()
-                .position(|e| *e == name)
-                .and_then(|i| r.efficiency[i]),
-        }
+        r.metric(self.name)
     }
 }
 
