@@ -103,8 +103,8 @@ crate::params! {
         precision: Precision = (ParamType::Choice(&["fp32", "bf16", "fp16"]), DefaultValue::Str("fp32")),
         /// measure latency (batch 1) and throughput (at `batch_size`) of the model and of its dense model, in the same process
         timing: bool = (ParamType::Bool, DefaultValue::Bool(true)),
-        /// timed forwards per measurement (the median is reported), after one warm-up
-        timing_repeats: usize = (int(1, 1000), DefaultValue::Int(3)),
+        /// timed forwards per measurement (the median is reported; a warm-up precedes them on CUDA)
+        timing_repeats: usize = (int(1, 1000), DefaultValue::Int(1)),
     }
 }
 

@@ -5,6 +5,10 @@
 //! latency (batch 1) and throughput (inputs/s at the evaluation batch size) of the vision tower
 //! on fixed random pixels.
 //!
+//! Cost: the model and its dense model each run `timing_repeats` evaluation batches (plus a
+//! warm-up batch on CUDA) and a few single images; on two CPU cores and ViT-B/32 at batch 256
+//! that is ~25 s per evaluation with the default of one repeat.
+//!
 //! Unstructured zeros are counted as parameters that are zero; their MACs are counted as run
 //! (dense kernels), so only structured and depth pruning lower the MAC columns.
 
@@ -62,9 +66,13 @@ pub fn parameters(model: &Clip) -> (i64, i64) {
     })
 }
 
-/// Median seconds of `repeats` calls after one warm-up.
-fn median_seconds(repeats: usize, mut f: impl FnMut()) -> f64 {
-    f();
+/// Median seconds of `repeats` calls, after one warm-up call where the first call does more
+/// than later ones (CUDA: kernel selection and caching allocator). On the CPU there is none to
+/// pay for: a warm-up batch of ViT-B/32 at 256 images costs ~12 s on two cores.
+fn median_seconds(repeats: usize, warm_up: bool, mut f: impl FnMut()) -> f64 {
+    if warm_up {
+        f();
+    }
     let mut times: Vec<f64> = (0..repeats.max(1))
         .map(|_| {
             let clock = Instant::now();
@@ -91,13 +99,14 @@ pub fn speed(model: &Clip, kind: Kind, batch: usize, repeats: usize) -> (f64, f6
             tch::Cuda::synchronize(i as i64);
         }
     };
+    let warm_up = device.is_cuda();
     let one = pixels(1);
-    let latency = median_seconds(repeats, || {
+    let latency = median_seconds(repeats, true, || {
         let _ = model.image_features(&one);
         sync();
     });
     let many = pixels(batch as i64);
-    let per_batch = median_seconds(repeats, || {
+    let per_batch = median_seconds(repeats, warm_up, || {
         let _ = model.image_features(&many);
         sync();
     });
