@@ -69,22 +69,37 @@ pub fn layers(model: &Clip, tower: Tower) -> &[EncoderLayer] {
     }
 }
 
+/// `(start, len)` of consecutive chunks of `size` samples covering `0..n`.
+pub fn ranges(n: i64, size: i64) -> impl Iterator<Item = (i64, i64)> {
+    let size = size.max(1);
+    (0..n)
+        .step_by(size as usize)
+        .map(move |s| (s, size.min(n - s)))
+}
+
+/// `f` applied to each chunk of samples (with its slice of the mask and its sample range),
+/// results concatenated.
+pub fn map_ranges(
+    x: &Tensor,
+    mask: Option<&Tensor>,
+    mut f: impl FnMut(&Tensor, Option<&Tensor>, (i64, i64)) -> Tensor,
+) -> Tensor {
+    let parts: Vec<Tensor> = ranges(x.size()[0], CHUNK)
+        .map(|(s, b)| {
+            let m = mask.map(|m| m.narrow(0, s, b));
+            f(&x.narrow(0, s, b), m.as_ref(), (s, b))
+        })
+        .collect();
+    Tensor::cat(&parts, 0)
+}
+
 /// `f` applied to each chunk of samples (with its slice of the mask), results concatenated.
 pub fn map_chunks(
     x: &Tensor,
     mask: Option<&Tensor>,
     mut f: impl FnMut(&Tensor, Option<&Tensor>) -> Tensor,
 ) -> Tensor {
-    let n = x.size()[0];
-    let parts: Vec<Tensor> = (0..n)
-        .step_by(CHUNK as usize)
-        .map(|s| {
-            let b = CHUNK.min(n - s);
-            let m = mask.map(|m| m.narrow(0, s, b));
-            f(&x.narrow(0, s, b), m.as_ref())
-        })
-        .collect();
-    Tensor::cat(&parts, 0)
+    map_ranges(x, mask, |x, m, _| f(x, m))
 }
 
 /// `layer(x)` over the sample set, no gradients.

@@ -13,44 +13,32 @@
 //! (dense kernels), so only structured and depth pruning lower the MAC columns.
 
 use crate::model::Clip;
-use crate::model::clip::EncoderLayer;
-use crate::util::clip_config::LayerShape;
+use crate::util::clip_config::ClipConfig;
 use crate::util::macs;
 use serde_json::{Value as Json, json};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-/// The shape a layer actually has (after slicing or truncation).
-fn shape(layer: &EncoderLayer) -> LayerShape {
-    LayerShape {
-        heads: layer.self_attn.heads,
-        head_dim: layer.self_attn.head_dim,
-        intermediate_size: layer.mlp.fc1.ws.size()[0],
-        attention_scale: None,
-    }
-}
-
 /// MACs of one image through the vision tower and of one caption (at the context length)
-/// through the text tower.
-pub fn macs(model: &Clip) -> (i64, i64) {
-    let v = &model.config.vision;
-    let shapes: Vec<LayerShape> = model.vision.layers.iter().map(shape).collect();
+/// through the text tower of a model with `config` (whose shapes follow slicing and depth
+/// truncation).
+pub fn macs(config: &ClipConfig) -> (i64, i64) {
+    let v = &config.vision;
     let patches = v.tokens() - 1;
     let patch_embedding = patches * v.num_channels * v.patch_size * v.patch_size * v.hidden_size;
-    let projection = v.hidden_size * model.config.projection_dim;
+    let projection = v.hidden_size * config.projection_dim;
     let vision = macs::tower(
         v.tokens(),
         v.hidden_size,
-        &shapes,
+        &v.shapes(),
         patch_embedding + projection,
     );
-    let t = &model.config.text;
-    let shapes: Vec<LayerShape> = model.text.layers.iter().map(shape).collect();
+    let t = &config.text;
     let text = macs::tower(
         t.max_position_embeddings,
         t.hidden_size,
-        &shapes,
-        t.hidden_size * model.config.projection_dim,
+        &t.shapes(),
+        t.hidden_size * config.projection_dim,
     );
     (vision, text)
 }
@@ -113,39 +101,46 @@ pub fn speed(model: &Clip, kind: Kind, batch: usize, repeats: usize) -> (f64, f6
     (latency, batch as f64 / per_batch)
 }
 
-/// The efficiency metrics of `model` against `dense` (both as evaluated: same device, dtype,
-/// batch size). `dense = None` means the model is the dense one.
-pub fn compare(
-    model: &Clip,
-    dense: Option<&Clip>,
-    kind: Kind,
-    batch: usize,
-    repeats: usize,
-) -> Json {
+/// Parameters and MACs of `model`, and its MAC fraction of the dense model (`dense`: its
+/// config): cheap, recorded for every evaluation.
+pub fn counts(model: &Clip, dense: &ClipConfig) -> Json {
     let (total, nonzero) = parameters(model);
-    let (vision, text) = macs(model);
-    let (latency, throughput) = speed(model, kind, batch, repeats);
-    let (dense_vision, dense_latency, dense_throughput) = match dense {
-        Some(d) => {
-            let (lat, thr) = speed(d, kind, batch, repeats);
-            (macs(d).0, lat, thr)
-        }
-        None => (vision, latency, throughput),
-    };
+    let (vision, text) = macs(&model.config);
     json!({
         "params_total": total,
         "params_nonzero": nonzero,
         "vision_macs": vision,
         "text_macs": text,
-        "mac_fraction": vision as f64 / dense_vision as f64,
-        "latency_ms": 1e3 * latency,
-        "throughput": throughput,
-        "dense_latency_ms": 1e3 * dense_latency,
-        "dense_throughput": dense_throughput,
-        "speedup": throughput / dense_throughput,
-        "timing_batch_size": batch,
-        "timing_repeats": repeats,
+        "mac_fraction": vision as f64 / macs(dense).0 as f64,
     })
+}
+
+/// Adds the measured latency and throughput of `model` and of `dense` (`None`: the model is
+/// the dense one), both as evaluated (same device, dtype, batch size), and the speed-up.
+pub fn add_timing(
+    metrics: &mut Json,
+    model: &Clip,
+    dense: Option<&Clip>,
+    kind: Kind,
+    batch: usize,
+    repeats: usize,
+) {
+    let (latency, throughput) = speed(model, kind, batch, repeats);
+    let (dense_latency, dense_throughput) = match dense {
+        Some(d) => speed(d, kind, batch, repeats),
+        None => (latency, throughput),
+    };
+    for (k, v) in [
+        ("latency_ms", json!(1e3 * latency)),
+        ("throughput", json!(throughput)),
+        ("dense_latency_ms", json!(1e3 * dense_latency)),
+        ("dense_throughput", json!(dense_throughput)),
+        ("speedup", json!(throughput / dense_throughput)),
+        ("timing_batch_size", json!(batch)),
+        ("timing_repeats", json!(repeats)),
+    ] {
+        metrics[k] = v;
+    }
 }
 
 #[cfg(test)]
@@ -157,7 +152,7 @@ mod tests {
     fn vit_b32_macs() {
         let config = crate::model::create::preset("vit-b32").unwrap();
         let model = Clip::new(&config, Device::Cpu);
-        let (vision, _) = macs(&model);
+        let (vision, _) = macs(&model.config);
         let heads = macs::unit_cost(50, 768, 64);
         let expected = macs::encoder(heads, 144, 12 * 3072) + 49 * 3 * 32 * 32 * 768 + 768 * 512;
         assert_eq!(vision, expected);

@@ -9,7 +9,7 @@ use crate::analysis::metrics;
 use crate::cache::{Cache, EntryBuilder};
 use crate::data::loader;
 use crate::manifest::schema::{EvaluateParams, Precision};
-use crate::model::{Clip, zeroshot};
+use crate::model::{Clip, ClipConfig, zeroshot};
 use crate::plan::{JobSpec, StageKind};
 use serde_json::json;
 use std::time::Instant;
@@ -45,7 +45,9 @@ pub fn run(
     } else {
         classification(job, &model, kind, batch)?
     };
-    output.metrics["parameters"] = json!(efficiency::parameters(&model).0);
+    let dense_config = ClipConfig::read(&context::base_dir(job)?.join("config.json"))
+        .map_err(crate::model::ModelError::from)?;
+    let mut measured = efficiency::counts(&model, &dense_config);
     if params.timing {
         let pruned = job.upstream.iter().any(|u| u.kind == StageKind::Prune);
         let dense = if pruned {
@@ -55,9 +57,16 @@ pub fn run(
         } else {
             None
         };
-        output.metrics["efficiency"] =
-            efficiency::compare(&model, dense.as_ref(), kind, batch, params.timing_repeats);
+        efficiency::add_timing(
+            &mut measured,
+            &model,
+            dense.as_ref(),
+            kind,
+            batch,
+            params.timing_repeats,
+        );
     }
+    output.metrics["efficiency"] = measured;
     Ok(output)
 }
 

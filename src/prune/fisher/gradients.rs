@@ -86,8 +86,7 @@ pub fn collect(
         neurons: Vec::new(),
         layers: layers as usize,
     };
-    for start in (0..n).step_by(batch.max(1) as usize) {
-        let len = batch.min(n - start);
+    for (start, len) in layerwise::ranges(n, batch) {
         let mask = samples
             .inputs
             .mask

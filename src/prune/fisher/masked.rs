@@ -74,33 +74,3 @@ pub fn embed(
     }
     pool.project(model, &h, rows)
 }
-
-/// Projected (not normalised) embeddings of the whole sample set under the masks, in chunks, no gradients.
-pub fn embed_all(
-    model: &Clip,
-    tower: Tower,
-    inputs: &layerwise::TowerInputs,
-    heads: &Tensor,
-    neurons: &Tensor,
-    pool: &Pool,
-) -> Tensor {
-    let _g = tch::no_grad_guard();
-    let n = inputs.x.size()[0];
-    let parts: Vec<Tensor> = (0..n)
-        .step_by(layerwise::CHUNK as usize)
-        .map(|s| {
-            let b = layerwise::CHUNK.min(n - s);
-            let m = inputs.mask.as_ref().map(|m| m.narrow(0, s, b));
-            embed(
-                model,
-                tower,
-                &inputs.x.narrow(0, s, b),
-                m.as_ref(),
-                (heads, neurons),
-                pool,
-                (s, b),
-            )
-        })
-        .collect();
-    Tensor::cat(&parts, 0)
-}

@@ -394,33 +394,24 @@ pub fn masked_embeddings(
 ) -> Tensor {
     let device = model.vs.device();
     let (heads, neurons) = (heads.to_device(device), neurons.to_device(device));
-    masked::embed_all(
-        model,
-        tower,
-        &samples.inputs,
-        &heads,
-        &neurons,
-        &samples.pool,
-    )
+    let _g = tch::no_grad_guard();
+    let i = &samples.inputs;
+    layerwise::map_ranges(&i.x, i.mask.as_ref(), |x, m, rows| {
+        masked::embed(model, tower, x, m, (&heads, &neurons), &samples.pool, rows)
+    })
 }
 
 /// Unnormalised embeddings of the samples through a model's own (possibly smaller) layers.
 pub fn embeddings(model: &Clip, tower: Tower, samples: &Samples) -> Tensor {
     let _g = tch::no_grad_guard();
-    let n = samples.inputs.x.size()[0];
-    let parts: Vec<Tensor> = (0..n)
-        .step_by(layerwise::CHUNK as usize)
-        .map(|s| {
-            let b = layerwise::CHUNK.min(n - s);
-            let m = samples.inputs.mask.as_ref().map(|m| m.narrow(0, s, b));
-            let mut h = samples.inputs.x.narrow(0, s, b);
-            for layer in layerwise::layers(model, tower) {
-                h = layer.forward(&h, m.as_ref());
-            }
-            samples.pool.project(model, &h, (s, b))
-        })
-        .collect();
-    Tensor::cat(&parts, 0)
+    let i = &samples.inputs;
+    layerwise::map_ranges(&i.x, i.mask.as_ref(), |x, m, rows| {
+        let mut h = x.shallow_clone();
+        for layer in layerwise::layers(model, tower) {
+            h = layer.forward(&h, m);
+        }
+        samples.pool.project(model, &h, rows)
+    })
 }
 
 /// The physical-vs-masked check of §6e: `max|Δ|` of the embeddings and the tolerance

@@ -138,13 +138,6 @@ fn kept(row: &Tensor) -> Vec<i64> {
         .collect()
 }
 
-/// Chunks of the sample set: `(start, len)`.
-fn chunks(n: i64) -> impl Iterator<Item = (i64, i64)> {
-    (0..n)
-        .step_by(CHUNK as usize)
-        .map(move |s| (s, CHUNK.min(n - s)))
-}
-
 /// Tunes `masks` (`[L, H]`, `[L, I]`, CPU, modified in place) against the teacher's masks.
 ///
 /// Per layer, three passes over the samples in chunks: (1) the teacher's layer, whose output
@@ -191,7 +184,7 @@ pub fn tune(
         let mut eq = Normal::new(k + 1);
         let s_head = on(&heads.get(li));
         let dh = attn.head_dim;
-        for (s, len) in chunks(n) {
+        for (s, len) in layerwise::ranges(n, CHUNK) {
             let (sx, mut tx) = (at(&student, s, len), at(&teacher, s, len));
             let m = mask(s, len);
             let ctx = attn.context(&layer.layer_norm1.forward(&sx), m.as_ref());
@@ -260,7 +253,7 @@ pub fn tune(
         let w64 = w_k.to_kind(Kind::Double).to_device(Device::Cpu);
         let mut eq = Normal::new(k);
         let mut hh = Tensor::zeros([k, k], (Kind::Double, Device::Cpu));
-        for (s, len) in chunks(n) {
+        for (s, len) in layerwise::ranges(n, CHUNK) {
             let (sx, tx) = (at(&student, s, len), at(&teacher, s, len));
             let mut slot = at(&work, s, len);
             let res2 = &sx + attn.project(&masked::apply_heads(layer, &slot, &s_head));
@@ -313,7 +306,7 @@ pub fn tune(
         // Pass 3: the student's layer output becomes its next input.
         if l + 1 < layers.len() {
             let s_neuron = on(&neurons.get(li));
-            for (s, len) in chunks(n) {
+            for (s, len) in layerwise::ranges(n, CHUNK) {
                 let res2 = at(&work, s, len);
                 let hidden =
                     layer.mlp.hidden(&layer.layer_norm2.forward(&res2)) * s_neuron.view([1, 1, -1]);

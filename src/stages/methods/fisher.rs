@@ -372,11 +372,8 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
 /// Unit-norm text embeddings of the captions, in chunks.
 fn text_embeddings(model: &Clip, tokens: &crate::model::TokenBatch) -> Tensor {
     let _g = tch::no_grad_guard();
-    let n = tokens.ids.size()[0];
-    let parts: Vec<Tensor> = (0..n)
-        .step_by(layerwise::CHUNK as usize)
-        .map(|s| {
-            let b = layerwise::CHUNK.min(n - s);
+    let parts: Vec<Tensor> = layerwise::ranges(tokens.ids.size()[0], layerwise::CHUNK)
+        .map(|(s, b)| {
             let slice = crate::model::TokenBatch {
                 ids: tokens.ids.narrow(0, s, b),
                 mask: tokens.mask.narrow(0, s, b),
