@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+mod common;
+use common::peak_rss_mib;
+
 const IMAGES: usize = 100_000;
 const SAMPLE: usize = 2_000;
 
@@ -67,13 +70,6 @@ fn generate(dir: &Path) {
         std::fs::metadata(&file).map_or(0, |m| m.len() >> 20),
         clock.elapsed().as_secs_f64()
     );
-}
-
-fn peak_rss_mib() -> f64 {
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage fills the struct we own.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    usage.ru_maxrss as f64 / 1024.0
 }
 
 fn case(variant: &str) {

@@ -15,6 +15,9 @@ use std::process::Command;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
+mod common;
+use common::peak_rss_mib;
+
 const SAMPLES: i64 = 512;
 
 fn threads() -> i32 {
@@ -29,13 +32,6 @@ fn model() -> Clip {
     let mut model = Clip::new(&create::preset("vit-b32").expect("preset"), Device::Cpu);
     model.set_eval();
     model
-}
-
-fn peak_rss_mib() -> f64 {
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage fills the struct we own.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    usage.ru_maxrss as f64 / 1024.0
 }
 
 /// Prunes to 50 % of the MACs, prints the phases and peak RSS, writes the masks to `out`.

@@ -19,6 +19,9 @@ use std::time::Instant;
 use tch::nn::Module;
 use tch::{Device, Kind, Tensor};
 
+mod common;
+use common::peak_rss_mib;
+
 const SAMPLES: i64 = 128;
 
 fn setup() -> (Clip, Calibration) {
@@ -172,13 +175,6 @@ fn per_sample(model: &Clip, calib: &Calibration, rule: LayerRule, pattern: Patte
             inputs.x = Tensor::cat(&outs, 0);
         }
     }
-}
-
-fn peak_rss_mib() -> f64 {
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage fills the struct we own.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    usage.ru_maxrss as f64 / 1024.0
 }
 
 fn case(method: &str, variant: &str) {

@@ -11,7 +11,6 @@ use orchestrate::model::{Clip, create};
 use orchestrate::prune::fisher::{self, Objective, Pool, Samples, Settings, stored};
 use orchestrate::prune::structured::{Structured, apply};
 use orchestrate::util::macs;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tch::nn::Module;
 use tch::{Device, Kind, Tensor};
@@ -144,19 +143,7 @@ fn mask_files_that_do_not_fit_are_named() {
 
 /// A seeded model of a preset with non-zero biases (so a branch reduced to its bias shows).
 fn model(preset: &str, seed: i64) -> Clip {
-    tch::manual_seed(seed);
-    let config = create::preset(preset).unwrap();
-    let mut model = Clip::new(&config, Device::Cpu);
-    model.set_eval();
-    let vars: BTreeMap<String, Tensor> = model.vs.variables().into_iter().collect();
-    tch::no_grad(|| {
-        for (name, mut v) in vars {
-            if name.ends_with(".bias") {
-                let _ = v.g_add_(&(Tensor::randn_like(&v) * 0.1));
-            }
-        }
-    });
-    model
+    common::seeded_model(&create::preset(preset).unwrap(), seed)
 }
 
 fn vision_samples(model: &Clip, n: i64) -> Samples {

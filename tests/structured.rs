@@ -2,6 +2,8 @@
 //! layer, including none) computes what the full-size model with those units masked computes,
 //! for both towers, and it saves, loads and round-trips through a structured prune artifact.
 
+mod common;
+
 use orchestrate::model::{Clip, TokenBatch, Tower, create};
 use orchestrate::prune::artifact;
 use orchestrate::prune::structured::{LayerUnits, Structured, apply};
@@ -18,23 +20,11 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SEEDED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The tiny preset (vocabulary cut to 64) with non-zero biases.
 fn tiny() -> Clip {
-    tch::manual_seed(11);
     let mut config = create::preset("tiny").unwrap();
     config.text.vocab_size = 64;
-    let mut model = Clip::new(&config, Device::Cpu);
-    model.set_eval();
-    // Non-zero biases, so a branch that keeps only its bias still shows (in name order: the
-    // draws must not follow a hash map's order).
-    let vars: BTreeMap<String, Tensor> = model.vs.variables().into_iter().collect();
-    tch::no_grad(|| {
-        for (name, mut v) in vars {
-            if name.ends_with(".bias") {
-                let _ = v.g_add_(&(Tensor::randn_like(&v) * 0.1));
-            }
-        }
-    });
-    model
+    common::seeded_model(&config, 11)
 }
 
 /// Irregular units: per tower one layer without heads, one without neurons, pruned head

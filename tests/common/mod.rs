@@ -197,3 +197,26 @@ pub fn stable_table(csv: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// A randomly initialised model of `config` (seeded through libtorch's global generator: hold
+/// the test's serial lock) with non-zero biases, so a branch pruned down to its bias still
+/// shows. The biases are drawn in name order, never a hash map's.
+pub fn seeded_model(
+    config: &orchestrate::model::ClipConfig,
+    seed: i64,
+) -> orchestrate::model::Clip {
+    use tch::Tensor;
+    tch::manual_seed(seed);
+    let mut model = orchestrate::model::Clip::new(config, tch::Device::Cpu);
+    model.set_eval();
+    let vars: std::collections::BTreeMap<String, Tensor> =
+        model.vs.variables().into_iter().collect();
+    tch::no_grad(|| {
+        for (name, mut v) in vars {
+            if name.ends_with(".bias") {
+                let _ = v.g_add_(&(Tensor::randn_like(&v) * 0.1));
+            }
+        }
+    });
+    model
+}
