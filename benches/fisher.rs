@@ -114,7 +114,14 @@ fn main() {
     let (heads, neurons) = fisher::stored::read(&masks, 12, 12, 3072).unwrap();
     let _ = std::fs::remove_file(&masks);
     let units = fisher::units(Tower::Vision, &heads, &neurons).unwrap();
-    let pruned = apply(&dense, &Structured { layers: units }).unwrap();
+    let pruned = apply(
+        &dense,
+        &Structured {
+            layers: units,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let batch = Tensor::randn([32, 3, 224, 224], (Kind::Float, Device::Cpu));
     let (mut d, mut p) = (Vec::new(), Vec::new());
     for _ in 0..5 {

@@ -68,8 +68,8 @@ fn demo_finetunes_far_above_chance() {
             .unwrap()
             .to_string()
     };
-    // dense, 5 methods × 3 sparsities, SLS, Fisher at two MAC budgets
-    assert_eq!(all.len(), 1 + 5 * 3 + 1 + 2);
+    // dense, 5 methods × 3 sparsities, SLS, Fisher at two MAC budgets, UPop
+    assert_eq!(all.len(), 1 + 5 * 3 + 1 + 2 + 1);
     let mut top1_at_half = std::collections::BTreeMap::new();
     // SLS: a depth of 1…3 blocks, and achieved sparsity = the fraction of blocks dropped.
     let sls = all.iter().find(|r| field(r, "method") == "sls").unwrap();
@@ -262,5 +262,5 @@ fn demo_finetunes_far_above_chance() {
     // Re-running is the resume: nothing recomputes.
     let (code, log) = run(&["run", "demo.toml"]);
     assert_eq!(code, Some(0));
-    assert!(log.contains("58 cached"), "{log}");
+    assert!(log.contains("61 cached"), "{log}");
 }

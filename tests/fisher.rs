@@ -160,7 +160,14 @@ fn vision_samples(model: &Clip, n: i64) -> Samples {
 /// exported shapes carry the mask-derived MACs.
 fn check_physical(model: &Clip, samples: &Samples, heads: &Tensor, neurons: &Tensor) {
     let units = fisher::units(Tower::Vision, heads, neurons).unwrap();
-    let small = apply(model, &Structured { layers: units }).unwrap();
+    let small = apply(
+        model,
+        &Structured {
+            layers: units,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let masked = fisher::masked_embeddings(model, Tower::Vision, samples, heads, neurons);
     let physical = fisher::embeddings(&small, Tower::Vision, samples);
     let (diff, tol) = fisher::deviation(&masked, &physical);

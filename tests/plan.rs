@@ -369,12 +369,13 @@ fn golden_keys_pin_the_key_encoding() {
 
 const GOLDEN_FIRST: (&str, &str) = (
     "finetune a/d1",
-    "5d9cb25fd4bd3a5e6556721ed2f80bad8cc84537e38d1e13398a28159af372af",
+    "cc3747f7a43896578903f0ef9e5625f18de974bba303d865063fcccfff38a813",
 );
 /// sha256 of every `key label` line of the plan, sorted. History: prune stage version 2
 /// (entries declare their artifact kind) changed it from caae7bd1…; the evaluate stage's
-/// `timing` and `timing_repeats` parameters (efficiency columns) from 6c0b84c2….
-const GOLDEN_DIGEST: &str = "ad21d4fca0b5d60d32c9885e526194799e7896bc108f98c85c915a98b44730dc";
+/// `timing` and `timing_repeats` parameters (efficiency columns) from 6c0b84c2…; finetune and
+/// retrain version 2 (resumable, checkpointed) from ad21d4fc….
+const GOLDEN_DIGEST: &str = "c6888c72c9cd747989ef3a344512cbbc0aa238ed3ca8e8de52422ecf635b2066";
 
 /// What a method declares it reads becomes part of the plan: a method that trains on the
 /// training split has the dataset in its key; one scored by the dense model's intrinsic

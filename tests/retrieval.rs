@@ -214,3 +214,86 @@ indices = [0, 0, 3, 3, 3, 7, 12, 20, 31, 31, 1, 2, 4, 5, 6, 8, 9, 10, 11, 13, 14
     }
     assert_eq!(seen, 2);
 }
+
+/// UPop on captions: the contrastive search with the momentum model and the queue masks both
+/// towers to p = 0.5 of the weighted units; the evaluated model is the physically smaller one,
+/// which matched the masked model in the prune.
+#[test]
+fn upop_searches_both_towers_on_captions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(
+        d.join("upop.toml"),
+        project(d, "upop")
+            + r#"
+[grid]
+model = ["tiny"]
+dataset = ["flickr"]
+method = ["upop"]
+sparsity = [0.5]
+
+[methods.upop]
+epochs = 2
+interval = 2
+batch_size = 4
+accumulation = 2
+queue_size = 16
+lr = 1e-4
+"#,
+    )
+    .unwrap();
+    run_in(d, &["run", "upop.toml"]);
+    let csv = std::fs::read_to_string(d.join("results/upop/upop.csv")).unwrap();
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let headers = rows.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let all: Vec<csv::StringRecord> = rows.records().map(Result::unwrap).collect();
+    let (dense, upop) = (&all[0], &all[1]);
+    assert_eq!(&upop[col("status")], "done", "{csv}");
+    let achieved: f64 = upop[col("achieved_sparsity")].parse().unwrap();
+    assert!((0.45..0.55).contains(&achieved), "{achieved}");
+    for tower in ["vision_macs", "text_macs"] {
+        let (a, b): (f64, f64) = (
+            upop[col(tower)].parse().unwrap(),
+            dense[col(tower)].parse().unwrap(),
+        );
+        assert!(a < 0.9 * b, "{tower}: {a} vs {b}");
+    }
+    let record = std::fs::read_dir(d.join("results/cache/entries"))
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path().join("record.json");
+            serde_json::from_slice::<serde_json::Value>(&std::fs::read(path).unwrap()).unwrap()
+        })
+        .find(|r| r["kind"] == "prune")
+        .unwrap();
+    let m = &record["metrics"];
+    // 16 training images × 2 captions, global batch 8: 4 steps per epoch, updates at 0, 2, 4,
+    // 6 and the last step (7), the last at π = p.
+    assert_eq!(m["steps"], 8);
+    let updates = m["updates"].as_array().unwrap();
+    let steps: Vec<u64> = updates
+        .iter()
+        .map(|u| u["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [0, 2, 4, 6, 7]);
+    assert_eq!(updates.last().unwrap()["ratio"], 0.5);
+    for (name, t) in m["towers"].as_object().unwrap() {
+        let check = &t["physical_check"];
+        assert!(
+            check["max_abs_deviation"].as_f64() <= check["tolerance"].as_f64(),
+            "{name}: {check}"
+        );
+        // Every layer keeps some head dimensions and neurons.
+        for per_layer in ["head_dims_per_layer", "neurons_per_layer"] {
+            assert!(
+                t[per_layer]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|n| n.as_i64() > Some(0))
+            );
+        }
+    }
+    assert!(m["final_loss"].as_f64().unwrap().is_finite());
+}

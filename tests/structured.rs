@@ -57,6 +57,7 @@ fn units() -> Structured {
             layer(Tower::Text, 0, vec![3], Some((0..8).collect()), neurons(5)),
             layer(Tower::Text, 1, vec![], None, vec![]),
         ],
+        ..Default::default()
     }
 }
 
@@ -239,4 +240,107 @@ fn full_size_export_zeroes_dropped_units_and_folds_scales() {
     let (img_full, txt_full) = features(&full);
     assert!(max_rel(&img_small, &img_full) < 1e-5);
     assert!(max_rel(&txt_small, &txt_full) < 1e-5);
+}
+
+/// UPop's compression (spec §4.5, §6e, check 9): a binary ζ on both towers — some head
+/// dimensions and neurons dropped in every layer, at least one kept — sliced to a physically
+/// smaller model computes what the ζ-masked full-size model computes: within 1e-4 (relative) in
+/// f32 and 1e-9 in f64 with `attn_scale = original`; `reduced` changes the attention scale, so it
+/// differs, and has no full-size export.
+#[test]
+fn upop_compression_equals_the_masked_model() {
+    fn as_gates(g: &[(Tensor, Tensor)]) -> Vec<orchestrate::model::clip::Gates<'_>> {
+        g.iter()
+            .map(|(dims, neurons)| orchestrate::model::clip::Gates { dims, neurons })
+            .collect()
+    }
+    use orchestrate::prune::structured::{AttentionScale, apply_full_size};
+    use orchestrate::prune::upop::TowerZeta;
+    let _serial = serial();
+    for kind in [Kind::Float, Kind::Double] {
+        let mut model = tiny();
+        if kind == Kind::Double {
+            model.vs.double();
+        }
+        tch::manual_seed(5);
+        let zetas: Vec<TowerZeta> = [Tower::Vision, Tower::Text]
+            .into_iter()
+            .map(|tower| {
+                let z = TowerZeta::ones(&model, tower);
+                tch::no_grad(|| {
+                    for t in z.dims.iter().chain(&z.neurons) {
+                        let keep = Tensor::rand_like(t).lt(0.6).to_kind(Kind::Float);
+                        let _ = keep.get(0).fill_(1.0); // at least one kept
+                        t.shallow_clone().copy_(&keep);
+                    }
+                });
+                z
+            })
+            .collect();
+        let layers: Vec<LayerUnits> = zetas
+            .iter()
+            .flat_map(|z| z.units(&model).unwrap())
+            .collect();
+        assert!(
+            layers.iter().all(|u| u.head_dims.is_some()),
+            "every layer loses some dims"
+        );
+        let (pixels, tokens) = inputs();
+        let pixels = pixels.to_kind(kind);
+        let gates = |z: &TowerZeta| -> Vec<(Tensor, Tensor)> {
+            z.dims
+                .iter()
+                .zip(&z.neurons)
+                .map(|(d, n)| (d.detach().to_kind(kind), n.detach().to_kind(kind)))
+                .collect()
+        };
+        let (gv, gt) = (gates(&zetas[0]), gates(&zetas[1]));
+        let (masked_img, masked_txt) = tch::no_grad(|| {
+            let img = model
+                .visual_projection
+                .forward(&model.vision.forward_gated(&pixels, Some(&as_gates(&gv))));
+            let h = model.text.hidden(&tokens, Some(&as_gates(&gt)));
+            let txt = model.text_projection.forward(&model.text.pool(&h, &tokens));
+            (img, txt)
+        });
+        use tch::nn::Module;
+        let tolerance = if kind == Kind::Double { 1e-9 } else { 1e-4 };
+        let prune = Structured {
+            layers: layers.clone(),
+            attention_scale: AttentionScale::Original,
+        };
+        let small = apply(&model, &prune).unwrap();
+        let (img, txt) =
+            tch::no_grad(|| (small.image_features(&pixels), small.text_features(&tokens)));
+        assert!(
+            max_rel(&img, &masked_img) < tolerance,
+            "{kind:?} vision: {}",
+            max_rel(&img, &masked_img)
+        );
+        assert!(
+            max_rel(&txt, &masked_txt) < tolerance,
+            "{kind:?} text: {}",
+            max_rel(&txt, &masked_txt)
+        );
+        // The full-size export computes the same.
+        let mut full = tiny();
+        if kind == Kind::Double {
+            full.vs.double();
+        }
+        apply_full_size(&mut full, &prune).unwrap();
+        let img_full = tch::no_grad(|| full.image_features(&pixels));
+        assert!(max_rel(&img_full, &masked_img) < tolerance);
+
+        let reduced = Structured {
+            layers,
+            attention_scale: AttentionScale::Reduced,
+        };
+        let small = apply(&model, &reduced).unwrap();
+        let img = tch::no_grad(|| small.image_features(&pixels));
+        assert!(
+            max_rel(&img, &masked_img) > 1e-3,
+            "reduced scale changes the model"
+        );
+        assert!(apply_full_size(&mut tiny(), &reduced).is_err());
+    }
 }

@@ -47,6 +47,7 @@ pub fn collect(
         }
     }
     report.bytes_freed += clean_tmp(cache, dry_run);
+    report.bytes_freed += clean_scratch(cache, reachable, dry_run);
     if !dry_run && let Ok(dir) = fs::read_dir(cache.root().join("failures")) {
         for entry in dir.filter_map(Result::ok) {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -82,6 +83,36 @@ pub fn clean_tmp(cache: &Cache, dry_run: bool) -> u64 {
             continue;
         }
         let Some(_lock) = cache.try_lock(key).ok().flatten() else {
+            continue;
+        };
+        freed += fsx::tree_size(&entry.path());
+        if !dry_run {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    freed
+}
+
+/// Removes the checkpoints of keys no manifest reaches or that are published (a stage killed
+/// between publishing and removing its scratch leaves one). Keys a stage holds are left alone.
+fn clean_scratch(cache: &Cache, reachable: &HashSet<String>, dry_run: bool) -> u64 {
+    let mut freed = 0;
+    let Ok(dir) = fs::read_dir(cache.root().join("scratch")) else {
+        return 0;
+    };
+    for entry in dir.filter_map(Result::ok) {
+        let key = entry.file_name().to_string_lossy().into_owned();
+        if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let published = cache.entry_dir(&key).join("record.json").exists();
+        if reachable.contains(&key) && !published {
+            continue;
+        }
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let Some(_lock) = cache.try_lock(&key).ok().flatten() else {
             continue;
         };
         freed += fsx::tree_size(&entry.path());

@@ -22,7 +22,7 @@ pub enum CacheError {
 }
 
 /// The folders the cache creates and cleans.
-const FOLDERS: [&str; 5] = ["entries", "tmp", "locks", "failures", "slots"];
+const FOLDERS: [&str; 6] = ["entries", "tmp", "locks", "failures", "slots", "scratch"];
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
     move |source| CacheError::Io {
@@ -78,6 +78,13 @@ impl Cache {
 
     pub fn artifacts_dir(&self, key: &str) -> PathBuf {
         self.entry_dir(key).join("artifacts")
+    }
+
+    /// The key's scratch folder: a training stage's checkpoints, which survive a kill, a crash
+    /// or a cluster requeue (unlike `tmp/`, which the next run clears) and go when the entry is
+    /// published. Only the holder of the key's lock touches it.
+    pub fn scratch_dir(&self, key: &str) -> PathBuf {
+        self.root.join("scratch").join(key)
     }
 
     pub fn fingerprints_path(&self) -> PathBuf {
@@ -430,12 +437,17 @@ impl EntryBuilder {
             match fs::rename(&self.tmp, &target) {
                 Ok(()) => {
                     fsx::sync_dir(entries).map_err(io_err(entries))?;
+                    // The checkpoints are spent once the entry is published.
+                    let _ = fs::remove_dir_all(self.cache.scratch_dir(&self.key));
                     return Ok(record);
                 }
                 // The target exists: someone else published, or a corrupt entry is in the way.
                 // A complete entry wins; an evicted or corrupt one is replaced by this one.
                 Err(_) if target.exists() => match self.cache.lookup(&self.key, false) {
-                    Lookup::Done(existing) => return Ok(*existing),
+                    Lookup::Done(existing) => {
+                        let _ = fs::remove_dir_all(self.cache.scratch_dir(&self.key));
+                        return Ok(*existing);
+                    }
                     _ => self.cache.discard(&self.key)?,
                 },
                 Err(e) => {

@@ -114,6 +114,7 @@ pub fn execute(
         retries,
         keep_pruned,
         verify,
+        checkpoint_minutes: l.exp.resources.checkpoint_minutes,
     };
     let interrupts =
         Interrupts::install().map_err(io_context("cannot install the Ctrl-C handler"))?;

@@ -23,6 +23,8 @@ pub struct RunOptions {
     pub keep_pruned: bool,
     /// Trust cached entries only after checking their artifact checksums.
     pub verify: bool,
+    /// Minutes between a training stage's checkpoints (0: after every step).
+    pub checkpoint_minutes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -247,6 +249,7 @@ pub fn run(
 fn job(plan: &Plan, id: NodeId, opts: &RunOptions) -> JobSpec {
     let mut job = JobSpec::new(plan, &plan.nodes[id], &opts.results_dir);
     job.verify = opts.verify;
+    job.checkpoint_minutes = opts.checkpoint_minutes;
     job
 }
 
@@ -401,6 +404,7 @@ mod tests {
             retries,
             keep_pruned: true,
             verify: false,
+            checkpoint_minutes: 10,
         };
         let mut events = Vec::new();
         let summary = run(

@@ -28,6 +28,9 @@ pub enum SparsityAxis {
     Weights,
     /// The fraction of the tower's multiply-accumulates removed (structured methods).
     MacsRemoved,
+    /// UPop's p: the fraction of the weighted count of masked units removed (36 per head
+    /// dimension, 1 per neuron).
+    UnitsRemoved,
     /// Unused: the method decides from the data (one prune serves every sparsity).
     DataDriven,
 }

@@ -231,12 +231,17 @@ pub struct Reference {
     pub source: Option<String>,
 }
 
+/// Minutes between a training stage's checkpoints unless `[resources]` says otherwise.
+pub const DEFAULT_CHECKPOINT_MINUTES: u64 = 10;
+
 #[derive(Debug, Clone)]
 pub struct Resources {
     pub devices: DeviceRequest,
     pub jobs_per_device: u32,
     /// Intra-op threads per job; 0 = the machine's cores divided among the CPU jobs.
     pub threads: u32,
+    /// Minutes between a training stage's checkpoints (0: after every step).
+    pub checkpoint_minutes: u64,
 }
 
 impl Default for Resources {
@@ -245,6 +250,7 @@ impl Default for Resources {
             devices: DeviceRequest::Auto,
             jobs_per_device: 1,
             threads: 0,
+            checkpoint_minutes: DEFAULT_CHECKPOINT_MINUTES,
         }
     }
 }

@@ -112,11 +112,28 @@ impl Attention {
     /// The merged per-head context (the input of `out_proj`), `[B, T, heads · head_dim]`. With
     /// no heads it is empty, and the branch adds only `out_proj`'s bias.
     pub fn context(&self, a: &Tensor, mask: Option<&Tensor>) -> Tensor {
+        self.context_gated(a, mask, None)
+    }
+
+    /// [`Attention::context`] with UPop's ζ_a (`[head_dim]`, shared by all heads) multiplying
+    /// q, k and v per head dimension (spec structured-and-analysis.md §4.1).
+    pub fn context_gated(
+        &self,
+        a: &Tensor,
+        mask: Option<&Tensor>,
+        dims: Option<&Tensor>,
+    ) -> Tensor {
         let (b, t, _) = a.size3().expect("attention input is [B, T, D]");
         if self.heads == 0 {
             return a.new_zeros([b, t, 0], (a.kind(), a.device()));
         }
-        let split = |x: Tensor| x.view([b, t, self.heads, self.head_dim]).transpose(1, 2);
+        let split = |x: Tensor| {
+            let x = x.view([b, t, self.heads, self.head_dim]).transpose(1, 2);
+            match dims {
+                Some(z) => x * z.to_kind(a.kind()),
+                None => x,
+            }
+        };
         let q = split(self.q_proj.forward(a));
         let k = split(self.k_proj.forward(a));
         let v = split(self.v_proj.forward(a));
@@ -148,10 +165,32 @@ impl Mlp {
         activate(&self.fc1.forward(m), self.act)
     }
 
+    /// [`Mlp::hidden`] with UPop's ζ_m (`[F]`) multiplying `fc1`'s output before the activation.
+    pub fn hidden_gated(&self, m: &Tensor, neurons: Option<&Tensor>) -> Tensor {
+        match neurons {
+            Some(z) => activate(&(self.fc1.forward(m) * z.to_kind(m.kind())), self.act),
+            None => self.hidden(m),
+        }
+    }
+
     /// `fc2` of the hidden layer (only its bias when no neurons are left).
     pub fn output(&self, hidden: &Tensor) -> Tensor {
         project(&self.fc2, hidden)
     }
+}
+
+/// UPop's trainable masks of one layer (spec structured-and-analysis.md §0.3, §4.1): `dims`
+/// `[head_dim]` scales q, k and v per head dimension, shared by all heads; `neurons` `[F]`
+/// scales `fc1`'s output before the activation.
+#[derive(Debug, Clone, Copy)]
+pub struct Gates<'a> {
+    pub dims: &'a Tensor,
+    pub neurons: &'a Tensor,
+}
+
+/// The gates of layer `i`, if any.
+fn gate<'a>(gates: Option<&'a [Gates<'a>]>, i: usize) -> Option<Gates<'a>> {
+    gates.map(|g| g[i])
 }
 
 /// One pre-LN encoder layer (spec §5.1).
@@ -179,9 +218,20 @@ impl EncoderLayer {
     }
 
     pub fn forward(&self, h: &Tensor, mask: Option<&Tensor>) -> Tensor {
-        let h = h + self.self_attn.forward(&self.layer_norm1.forward(h), mask);
+        self.forward_gated(h, mask, None)
+    }
+
+    /// [`EncoderLayer::forward`] under UPop's ζ of this layer.
+    pub fn forward_gated(&self, h: &Tensor, mask: Option<&Tensor>, gates: Option<Gates>) -> Tensor {
+        let a = self.layer_norm1.forward(h);
+        let context = self
+            .self_attn
+            .context_gated(&a, mask, gates.map(|g| g.dims));
+        let h = h + self.self_attn.project(&context);
         let m = self.layer_norm2.forward(&h);
-        &h + self.mlp.output(&self.mlp.hidden(&m))
+        &h + self
+            .mlp
+            .output(&self.mlp.hidden_gated(&m, gates.map(|g| g.neurons)))
     }
 
     /// The six linear layers in HF registration order (spec §4), with their names within the
@@ -285,9 +335,14 @@ impl VisionTower {
     }
 
     pub fn forward(&self, pixels: &Tensor) -> Tensor {
+        self.forward_gated(pixels, None)
+    }
+
+    /// [`VisionTower::forward`] under UPop's ζ (one [`Gates`] per layer).
+    pub fn forward_gated(&self, pixels: &Tensor, gates: Option<&[Gates]>) -> Tensor {
         let mut h = self.embed(pixels);
-        for layer in &self.layers {
-            h = layer.forward(&h, None);
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward_gated(&h, None, gate(gates, i));
         }
         self.pool(&h)
     }
@@ -349,12 +404,18 @@ impl TextTower {
     }
 
     pub fn forward(&self, tokens: &TokenBatch) -> Tensor {
+        self.pool(&self.hidden(tokens, None), tokens)
+    }
+
+    /// The last encoder layer's output `[B, L, D]` (before the final LayerNorm), under UPop's ζ
+    /// when given.
+    pub fn hidden(&self, tokens: &TokenBatch, gates: Option<&[Gates]>) -> Tensor {
         let mask = Self::attention_mask(tokens);
         let mut h = self.embed(&tokens.ids);
-        for layer in &self.layers {
-            h = layer.forward(&h, Some(&mask));
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward_gated(&h, Some(&mask), gate(gates, i));
         }
-        self.pool(&h, tokens)
+        h
     }
 }
 

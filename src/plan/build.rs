@@ -357,7 +357,9 @@ impl Builder<'_> {
         // A data-driven method (SLS) ignores the axis: one node for every sparsity of the grid.
         let sparsity = match method.spec.sparsity {
             SparsityAxis::DataDriven => "data-driven".to_string(),
-            SparsityAxis::Weights | SparsityAxis::MacsRemoved => sp.to_string(),
+            SparsityAxis::Weights | SparsityAxis::MacsRemoved | SparsityAxis::UnitsRemoved => {
+                sp.to_string()
+            }
         };
         let kind = Json::from(method.kind()).to_string();
         let params_json = std::mem::take(&mut method.params);

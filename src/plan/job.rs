@@ -34,6 +34,15 @@ pub struct JobSpec {
     /// published, for the backend that started it.
     #[serde(default)]
     pub outcome: Option<PathBuf>,
+    /// Minutes between a training stage's checkpoints (0: after every step).
+    #[serde(default = "default_checkpoint_minutes")]
+    pub checkpoint_minutes: u64,
+}
+
+use crate::manifest::types::DEFAULT_CHECKPOINT_MINUTES;
+
+fn default_checkpoint_minutes() -> u64 {
+    DEFAULT_CHECKPOINT_MINUTES
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -81,6 +90,7 @@ impl JobSpec {
             threads: 0,
             verify: false,
             outcome: None,
+            checkpoint_minutes: DEFAULT_CHECKPOINT_MINUTES,
         }
     }
 }

@@ -48,11 +48,13 @@ impl StageKind {
     /// Implementation version, part of the key.
     pub fn version(self) -> u32 {
         match self {
-            StageKind::Finetune => 1,
+            // 2: AdamW over an explicit tensor list, checkpointed (resumable).
+            StageKind::Finetune => 2,
             StageKind::Calibrate => 1,
             // 2: entries declare their artifact kind (`artifact.json`); deviations are a list.
             StageKind::Prune => 2,
-            StageKind::Retrain => 1,
+            // 2: dropout seeded per step, checkpointed (resumable).
+            StageKind::Retrain => 2,
             StageKind::Evaluate => 1,
             StageKind::IntrinsicDimension => 1,
         }

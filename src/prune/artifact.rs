@@ -126,10 +126,52 @@ pub fn apply(model: &mut Clip, dir: &Path) -> Result<(), ModelError> {
         Kind::Masks => apply_masks(model, dir),
         Kind::Structured => {
             let (prune, bad) = read_structured(dir)?;
+            load_trained(model, dir)?;
             *model = super::structured::apply(model, &prune).map_err(|e| bad(e.to_string()))?;
             Ok(())
         }
     }
+}
+
+/// Overwrites the model's tensors with the full-size weights a structured method trained
+/// (UPop), when the entry holds them.
+fn load_trained(model: &mut Clip, dir: &Path) -> Result<(), ModelError> {
+    let path = dir.join(WEIGHTS);
+    if !path.is_file() {
+        return Ok(());
+    }
+    let values: HashMap<String, Tensor> = Tensor::read_safetensors(&path)
+        .map_err(|e| ModelError::Weights {
+            path: path.clone(),
+            reason: format!("not a readable safetensors file ({e})"),
+        })?
+        .into_iter()
+        .collect();
+    overwrite(model, values, &path)
+}
+
+/// Copies `values` into the model's tensors of the same names and shapes.
+fn overwrite(
+    model: &mut Clip,
+    values: HashMap<String, Tensor>,
+    file: &Path,
+) -> Result<(), ModelError> {
+    let vars = model.vs.variables();
+    let bad = |reason: String| ModelError::Weights {
+        path: file.to_path_buf(),
+        reason,
+    };
+    let _g = tch::no_grad_guard();
+    for (name, t) in values {
+        let var = vars
+            .get(&name)
+            .ok_or_else(|| bad(format!("the model has no tensor {name}")))?;
+        if var.size() != t.size() {
+            return Err(bad(format!("tensor {name} has the wrong shape")));
+        }
+        var.shallow_clone().copy_(&t);
+    }
+    Ok(())
 }
 
 /// As [`apply`], except that a structured prune keeps the model's full shapes: its pruned
@@ -139,6 +181,7 @@ pub fn apply_full_size(model: &mut Clip, dir: &Path) -> Result<(), ModelError> {
     match read_kind(dir)? {
         Kind::Structured => {
             let (prune, bad) = read_structured(dir)?;
+            load_trained(model, dir)?;
             super::structured::apply_full_size(model, &prune).map_err(|e| bad(e.to_string()))
         }
         _ => apply(model, dir),
@@ -254,15 +297,7 @@ fn apply_masks(model: &mut Clip, dir: &Path) -> Result<(), ModelError> {
                 }
             }
         }
-        for (name, t) in values {
-            let var = vars
-                .get(&name)
-                .ok_or_else(|| bad(WEIGHTS, format!("the model has no tensor {name}")))?;
-            if var.size() != t.size() {
-                return Err(bad(WEIGHTS, format!("tensor {name} has the wrong shape")));
-            }
-            var.shallow_clone().copy_(&t);
-        }
         Ok(())
-    })
+    })?;
+    overwrite(model, values, &dir.join(WEIGHTS))
 }

@@ -19,6 +19,7 @@ pub mod sequential;
 pub mod slide;
 pub mod sparsegpt;
 pub mod structured;
+pub mod upop;
 pub mod wanda;
 
 pub use mask::Pattern;

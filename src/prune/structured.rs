@@ -31,11 +31,24 @@ pub struct LayerUnits {
     pub neuron_scales: Vec<f32>,
 }
 
+/// How a head with pruned dimensions scales its attention logits (spec §4.5, §6e).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionScale {
+    /// `1/√head_dim` of the unpruned head: the smaller model computes what the masked one does.
+    #[default]
+    Original,
+    /// `1/√kept_dims`, what PyTorch's attention does after UPop's slicing (reference retraining).
+    Reduced,
+}
+
 /// A structured prune: the layers it changes (the others stay whole).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Structured {
     pub layers: Vec<LayerUnits>,
+    #[serde(default)]
+    pub attention_scale: AttentionScale,
 }
 
 fn invalid(u: &LayerUnits, what: String) -> PruneError {
@@ -95,9 +108,12 @@ impl Structured {
                 heads: u.heads.len() as i64,
                 head_dim,
                 intermediate_size: u.neurons.len() as i64,
-                attention_scale: (head_dim != shape.head_dim)
-                    .then_some(scale)
-                    .or(shape.attention_scale),
+                attention_scale: match self.attention_scale {
+                    AttentionScale::Original => (head_dim != shape.head_dim)
+                        .then_some(scale)
+                        .or(shape.attention_scale),
+                    AttentionScale::Reduced => None,
+                },
             };
         }
         config.vision.layer_shapes = Some(vision);
@@ -110,6 +126,10 @@ impl Structured {
 pub fn apply(model: &Clip, prune: &Structured) -> Result<Clip, PruneError> {
     let config = prune.config(model)?;
     let mut small = Clip::new(&config, model.vs.device());
+    // The smaller model keeps the base's precision (f64 references included).
+    if model.visual_projection.ws.kind() == tch::Kind::Double {
+        small.vs.double();
+    }
     let source = model.vs.variables();
     // name → the slice of the base tensor that holds it
     let mut sliced = std::collections::HashMap::new();
@@ -194,6 +214,13 @@ pub fn apply(model: &Clip, prune: &Structured) -> Result<Clip, PruneError> {
 /// neuron's activation is 0, so the outputs equal the physically smaller model's.
 pub fn apply_full_size(model: &mut Clip, prune: &Structured) -> Result<(), PruneError> {
     prune.config(model)?;
+    if prune.attention_scale == AttentionScale::Reduced
+        && prune.layers.iter().any(|u| u.head_dims.is_some())
+    {
+        return Err(PruneError::Invalid(
+            "heads with pruned dimensions and `attn_scale = \"reduced\"` have no full-size equivalent; export with --physical".into(),
+        ));
+    }
     let vars = model.vs.variables();
     let _g = tch::no_grad_guard();
     for u in &prune.layers {

@@ -6,6 +6,7 @@
 //! or a libtorch abort fails that node only.
 
 pub mod calibrate;
+pub mod checkpoint;
 pub mod context;
 pub mod efficiency;
 pub mod evaluate;

@@ -22,6 +22,8 @@ use tch::{Kind, Tensor};
 /// What a method works on: the job, the loaded model, and its calibration when it reads one.
 pub struct Pruning<'a> {
     pub job: &'a JobSpec,
+    /// The cache, whose scratch folder holds a training method's checkpoints.
+    pub cache: &'a Cache,
     pub model: Clip,
     calibration: Option<(calibrate::Pairs, Calibration)>,
 }
@@ -93,24 +95,30 @@ pub enum Pruned {
     /// Heads and neurons kept per tower, with their scales.
     Structured {
         towers: Vec<StructuredTower>,
+        /// How a head with pruned dimensions scales its attention.
+        attention_scale: structured::AttentionScale,
+        /// Full-size weights trained while searching (UPop), replacing the base model's before
+        /// slicing.
+        trained: Option<Vec<(String, Tensor)>>,
         /// Method-level facts for the metrics (sample counts, ...).
         extra: Json,
     },
 }
 
-/// One structurally pruned tower: its masks (`[L, H]`, `[L, I]`: 0 = pruned, else the unit's
-/// scale), the kept units they give, and the method's record of how they were found.
+/// One structurally pruned tower: the masks the method found (written to
+/// `masks.<tower>.safetensors` under their names: Fisher's `head_mask`/`neuron_mask` in the ETH
+/// layout, UPop's ζ), the kept units they give, and the method's record of how they were found.
 pub struct StructuredTower {
     pub tower: Tower,
-    pub heads: Tensor,
-    pub neurons: Tensor,
+    pub masks: Vec<(String, Tensor)>,
     pub units: Vec<LayerUnits>,
     pub record: Json,
 }
 
 impl StructuredTower {
-    /// Builds the tower's kept units and checks the physically smaller model they make against
-    /// the masked full-size model on `samples` (spec §6e); the deviation goes into the record.
+    /// Fisher's masks (`[L, H]`, `[L, I]`: 0 = pruned, else the unit's scale): builds the kept
+    /// units and checks the physically smaller model against the masked full-size model on
+    /// `samples` (spec §6e).
     pub fn checked(
         model: &Clip,
         tower: Tower,
@@ -124,29 +132,44 @@ impl StructuredTower {
             model,
             &Structured {
                 layers: units.clone(),
+                ..Structured::default()
             },
         )?;
         let masked = fisher::masked_embeddings(model, tower, samples, &heads, &neurons);
         let physical = fisher::embeddings(&small, tower, samples);
-        let (deviation, tolerance) = fisher::deviation(&masked, &physical);
-        let n = samples.inputs.x.size()[0];
-        record["physical_check"] = json!({
-            "samples": n, "max_abs_deviation": deviation, "tolerance": tolerance,
-        });
-        if deviation.is_nan() || deviation > tolerance {
-            return Err(StageError::Failed(format!(
-                "the physically pruned {} tower differs from the masked model by {deviation:e} on {n} samples (tolerance {tolerance:e}): a bug in orchestrate, please report it with this log",
-                tower.name()
-            )));
-        }
+        check_physical(tower, &masked, &physical, &mut record)?;
         Ok(StructuredTower {
             tower,
-            heads,
-            neurons,
+            masks: vec![
+                (fisher::stored::HEAD_MASK.into(), heads),
+                (fisher::stored::NEURON_MASK.into(), neurons),
+            ],
             units,
             record,
         })
     }
+}
+
+/// Compares the physically smaller model's embeddings with the masked model's (spec §6e) and
+/// records the deviation; beyond the tolerance the stage fails (it would be a bug).
+pub fn check_physical(
+    tower: Tower,
+    masked: &Tensor,
+    physical: &Tensor,
+    record: &mut Json,
+) -> Result<(), StageError> {
+    let (deviation, tolerance) = fisher::deviation(masked, physical);
+    let n = masked.size()[0];
+    record["physical_check"] = json!({
+        "samples": n, "max_abs_deviation": deviation, "tolerance": tolerance,
+    });
+    if deviation.is_nan() || deviation > tolerance {
+        return Err(StageError::Failed(format!(
+            "the physically pruned {} tower differs from the masked model by {deviation:e} on {n} samples (tolerance {tolerance:e}): a bug in orchestrate, please report it with this log",
+            tower.name()
+        )));
+    }
+    Ok(())
 }
 
 impl Pruned {
@@ -206,6 +229,7 @@ pub fn run(
     let calibrated = calibration.is_some();
     let p = Pruning {
         job,
+        cache,
         model,
         calibration,
     };
@@ -246,15 +270,29 @@ pub fn run(
             artifact::write_depth(&dir, selection.depth)?;
             depth_metrics(&p, &selection, alpha, clock.elapsed().as_secs_f64())
         }
-        Pruned::Structured { towers, extra } => {
+        Pruned::Structured {
+            towers,
+            attention_scale,
+            trained,
+            extra,
+        } => {
             let layers = towers
                 .iter()
                 .flat_map(|t| t.units.iter().cloned())
                 .collect();
-            artifact::write_structured(&dir, &Structured { layers })?;
+            artifact::write_structured(
+                &dir,
+                &Structured {
+                    layers,
+                    attention_scale,
+                },
+            )?;
+            if let Some(trained) = &trained {
+                crate::model::weights::write_file(&dir.join(artifact::WEIGHTS), trained)?;
+            }
             for t in &towers {
                 let file = dir.join(format!("masks.{}.safetensors", t.tower.name()));
-                fisher::stored::write(&file, &t.heads, &t.neurons)?;
+                crate::model::weights::write_file(&file, &t.masks)?;
             }
             structured_metrics(&towers, extra, clock.elapsed().as_secs_f64())
         }

@@ -8,9 +8,11 @@
 //! Invariant: pruned weights stay exactly zero. Every encoder Linear weight that is zero when
 //! training starts has its gradient masked and is re-zeroed after each step (only `vision`
 //! trains such weights; the other sets never touch them). The record counts those zeros before
-//! and after.
+//! and after. The stage checkpoints its state ([`super::checkpoint`]) and resumes after a kill;
+//! dropout draws are seeded by (seed, step) so a resumed run equals an uninterrupted one.
 
 use super::calibrate::draw;
+use super::checkpoint::{self, Checkpoints};
 use super::context::{self, Dataset};
 use super::{StageError, StageOutput};
 use crate::analysis::metrics;
@@ -24,7 +26,7 @@ use crate::train::schedule;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use serde_json::json;
+use serde_json::{Value as Json, json};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor, nn};
 
@@ -114,7 +116,10 @@ pub fn run(
     };
 
     let clock = Instant::now();
-    let initial = evaluate()?;
+    let mut checkpoints = Checkpoints::new(cache, job);
+    let mut opt = AdamW::new(&tensors, lr, wd);
+    let state = |opt: &AdamW| checkpoint::with_optimizer(&params, opt);
+    let saved = checkpoints.resume();
     // The training images, decoded once (8-bit, exact), normalised per batch.
     let train_indices = draw(train_set.len(), train_size.min(train_set.len()), seed);
     let images = pre.batch_u8(&train_indices, |i| train_set.image(i))?;
@@ -125,77 +130,119 @@ pub fn run(
     // Full batches only (drop_last), and at least one batch when the set is small.
     let per_epoch = (n / batch).max(1);
     let batch = batch.min(n);
-
-    let mut opt = AdamW::new(&tensors, lr, wd);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut history = Vec::new();
-    let (mut best, mut best_epoch, mut last) = (initial, 0usize, initial);
     // With nothing to train (a frozen zero-shot head alone) the stage only evaluates.
     let epochs_run = if tensors.is_empty() { 0 } else { epochs };
-    for epoch in 1..=epochs_run {
-        let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut rng);
-        let mut loss_sum = 0.0;
-        for it in 0..per_epoch {
-            let e = (epoch - 1) as f64 + it as f64 / per_epoch as f64;
-            opt.set_lr(schedule::epochs_warmup_cosine(
-                e,
-                epochs as f64,
-                lr,
-                min_lr,
-                warmup,
-                cosine,
-            ));
-            let pick = &order[it * batch..(it + 1) * batch];
-            let mut bytes = Vec::with_capacity(batch * per_image);
-            for &j in pick {
-                bytes.extend_from_slice(&images[j * per_image..(j + 1) * per_image]);
+    let total = (epochs_run * per_epoch) as u64;
+
+    let mut progress = match &saved {
+        Some(saved) => {
+            saved.restore(&state(&opt))?;
+            opt.set_steps(saved.step as i32);
+            serde_json::from_value(saved.cursor.clone())
+                .map_err(|e| StageError::Failed(format!("unreadable retraining checkpoint: {e}")))?
+        }
+        None => {
+            let initial = evaluate()?;
+            Progress {
+                initial,
+                best: initial,
+                best_epoch: 0,
+                last: initial,
+                loss_sum: 0.0,
+                history: vec![],
             }
-            let pixels = context::pixels(&pre.normalize(&bytes), batch, &pre, device, Kind::Float);
-            let y: Vec<i64> = pick.iter().map(|&j| labels[j]).collect();
-            let y = Tensor::from_slice(&y).to_device(device);
-            for t in &tensors {
+        }
+    };
+    let resumed_from = saved.as_ref().map_or(0, |s| s.step);
+    drop(saved);
+    // Epoch e's batch order is the e-th shuffle of one seeded stream (replayed on resume).
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut shuffled = 0usize;
+    for step in resumed_from..total {
+        let (epoch, it) = (step as usize / per_epoch + 1, step as usize % per_epoch);
+        while shuffled < epoch {
+            order = (0..n).collect();
+            order.shuffle(&mut rng);
+            shuffled += 1;
+        }
+        // Dropout draws depend on (seed, step) only, so a resumed run draws the same.
+        tch::manual_seed(seed.wrapping_add(step) as i64);
+        let e = (epoch - 1) as f64 + it as f64 / per_epoch as f64;
+        opt.set_lr(schedule::epochs_warmup_cosine(
+            e,
+            epochs as f64,
+            lr,
+            min_lr,
+            warmup,
+            cosine,
+        ));
+        let pick = &order[it * batch..(it + 1) * batch];
+        let mut bytes = Vec::with_capacity(batch * per_image);
+        for &j in pick {
+            bytes.extend_from_slice(&images[j * per_image..(j + 1) * per_image]);
+        }
+        let pixels = context::pixels(&pre.normalize(&bytes), batch, &pre, device, Kind::Float);
+        let y: Vec<i64> = pick.iter().map(|&j| labels[j]).collect();
+        let y = Tensor::from_slice(&y).to_device(device);
+        for t in &tensors {
+            let mut g = t.grad();
+            if g.defined() {
+                let _ = g.zero_();
+            }
+        }
+        let loss = forward(&pixels, true).cross_entropy_for_logits(&y);
+        loss.backward();
+        let loss = loss.double_value(&[]);
+        if !loss.is_finite() {
+            return Err(StageError::Failed(format!(
+                "retraining diverged in epoch {epoch} (loss {loss}); lower `lr` in [stages.retrain]"
+            )));
+        }
+        progress.loss_sum += loss;
+        tch::no_grad(|| {
+            for (t, m) in tensors.iter().zip(&zero_masks) {
                 let mut g = t.grad();
-                if g.defined() {
-                    let _ = g.zero_();
+                if let (Some(m), true) = (m, g.defined()) {
+                    let _ = g.masked_fill_(m, 0.0);
                 }
             }
-            let loss = forward(&pixels, true).cross_entropy_for_logits(&y);
-            loss.backward();
-            let loss = loss.double_value(&[]);
-            if !loss.is_finite() {
-                return Err(StageError::Failed(format!(
-                    "retraining diverged in epoch {epoch} (loss {loss}); lower `lr` in [stages.retrain]"
-                )));
+        });
+        opt.step(&tensors);
+        tch::no_grad(|| {
+            for (t, m) in tensors.iter().zip(&zero_masks) {
+                if let Some(m) = m {
+                    let _ = t.shallow_clone().masked_fill_(m, 0.0);
+                }
             }
-            loss_sum += loss;
-            tch::no_grad(|| {
-                for (t, m) in tensors.iter().zip(&zero_masks) {
-                    let mut g = t.grad();
-                    if let (Some(m), true) = (m, g.defined()) {
-                        let _ = g.masked_fill_(m, 0.0);
-                    }
+        });
+        if it + 1 == per_epoch {
+            let mut record =
+                json!({ "epoch": epoch, "train_loss": progress.loss_sum / per_epoch as f64 });
+            progress.loss_sum = 0.0;
+            if epoch % eval_every == 0 || epoch == epochs {
+                progress.last = evaluate()?;
+                record["top1"] = json!(progress.last);
+                if progress.last > progress.best {
+                    (progress.best, progress.best_epoch) = (progress.last, epoch);
                 }
-            });
-            opt.step(&tensors);
-            tch::no_grad(|| {
-                for (t, m) in tensors.iter().zip(&zero_masks) {
-                    if let Some(m) = m {
-                        let _ = t.shallow_clone().masked_fill_(m, 0.0);
-                    }
-                }
-            });
+            }
+            progress.history.push(record);
         }
-        let mut record = json!({ "epoch": epoch, "train_loss": loss_sum / per_epoch as f64 });
-        if epoch % eval_every == 0 || epoch == epochs {
-            last = evaluate()?;
-            record["top1"] = json!(last);
-            if last > best {
-                (best, best_epoch) = (last, epoch);
-            }
+        checkpoint::test_delay();
+        if step + 1 < total && checkpoints.due() {
+            let cursor = serde_json::to_value(&progress).expect("progress serialises");
+            checkpoints.save(step + 1, cursor, &state(&opt))?;
         }
-        history.push(record);
     }
+    let Progress {
+        initial,
+        best,
+        best_epoch,
+        last,
+        history,
+        ..
+    } = progress;
     let zeros_after = count_encoder_zeros(&model);
     let saved: Vec<(String, Tensor)> = params
         .iter()
@@ -221,9 +268,23 @@ pub fn run(
             "encoder_zero_weights_before": zeros_before,
             "encoder_zero_weights_after": zeros_after,
             "seconds": clock.elapsed().as_secs_f64(),
+            "resumed_from_step": resumed_from,
+            "checkpoint_discarded": checkpoints.discarded,
         }),
         transient: vec![],
     })
+}
+
+/// Where retraining stands between steps: what a checkpoint's cursor holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Progress {
+    initial: f64,
+    best: f64,
+    best_epoch: usize,
+    last: f64,
+    /// Training loss summed over the current epoch's steps so far.
+    loss_sum: f64,
+    history: Vec<Json>,
 }
 
 /// The model's own tensors a trainable set names (the classifier and adapters live apart).

@@ -31,6 +31,31 @@ impl AdamW {
         }
     }
 
+    /// Steps taken (bias correction depends on it).
+    pub fn steps(&self) -> i32 {
+        self.step
+    }
+
+    /// The first and second moments as named tensors sharing the optimiser's storage, for a
+    /// checkpoint to save or overwrite in place; with [`AdamW::set_steps`] that is the whole
+    /// state.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.moments
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (m, v))| {
+                [
+                    (format!("adamw.m.{i}"), m.shallow_clone()),
+                    (format!("adamw.v.{i}"), v.shallow_clone()),
+                ]
+            })
+            .collect()
+    }
+
+    pub fn set_steps(&mut self, steps: i32) {
+        self.step = steps;
+    }
+
     pub fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
     }
@@ -43,6 +68,10 @@ impl AdamW {
         let bc2_sqrt = (1.0 - self.beta2.powi(self.step)).sqrt();
         for (p, (m, v)) in params.iter().zip(&mut self.moments) {
             let g = p.grad();
+            // A tensor the loss did not reach is left alone (PyTorch skips `grad is None`).
+            if !g.defined() {
+                continue;
+            }
             let mut p = p.shallow_clone();
             let _ = p.g_mul_scalar_(1.0 - self.lr * self.weight_decay);
             let _ = m

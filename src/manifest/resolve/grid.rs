@@ -256,7 +256,7 @@ impl Cx<'_> {
             }
             let spec = self.spec_of(names.methods, &p.method);
             let axis = spec.map_or(SparsityAxis::Weights, |m| m.sparsity);
-            if axis == SparsityAxis::MacsRemoved
+            if matches!(axis, SparsityAxis::MacsRemoved | SparsityAxis::UnitsRemoved)
                 && let Sparsity::NM { .. } = p.sparsity
                 && reported.insert(p.method.clone())
             {
@@ -268,8 +268,9 @@ impl Cx<'_> {
                     &span,
                     "grid.sparsity",
                     format!(
-                        "method `{}` removes a fraction of the multiply-accumulates; an n:m pattern means nothing to it",
-                        p.method
+                        "method `{}` removes a fraction of the {}; an n:m pattern means nothing to it",
+                        p.method,
+                        if axis == SparsityAxis::MacsRemoved { "multiply-accumulates" } else { "weighted masked units" }
                     ),
                     "give fractions, e.g. 0.5",
                 );

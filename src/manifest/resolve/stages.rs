@@ -68,7 +68,16 @@ impl Cx<'_> {
         let Some(t) = self.table(&entry.node, "resources") else {
             return r;
         };
-        self.known_keys(t, "resources", &["devices", "jobs_per_device", "threads"]);
+        self.known_keys(
+            t,
+            "resources",
+            &[
+                "devices",
+                "jobs_per_device",
+                "threads",
+                "checkpoint_minutes",
+            ],
+        );
         if let Some(e) = t.get("devices") {
             match &e.node.value {
                 Value::String(s) if s == "auto" => {}
@@ -112,6 +121,11 @@ impl Cx<'_> {
             r.threads = self
                 .integer(&e.node, "resources.threads", 0, 4096)
                 .unwrap_or(0) as u32;
+        }
+        if let Some(e) = t.get("checkpoint_minutes") {
+            r.checkpoint_minutes = self
+                .integer(&e.node, "resources.checkpoint_minutes", 0, 10_080)
+                .unwrap_or(r.checkpoint_minutes as i64) as u64;
         }
         r
     }

@@ -365,6 +365,8 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
     }
     Ok(Pruned::Structured {
         towers: results,
+        attention_scale: Default::default(),
+        trained: None,
         extra: json!({ "samples": n, "drawn": params.indices.is_none() }),
     })
 }
@@ -552,6 +554,8 @@ fn prune_stored(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
     let t = StructuredTower::checked(model, tower, head_mask, neuron_mask, &samples, record)?;
     Ok(Pruned::Structured {
         towers: vec![t],
+        attention_scale: Default::default(),
+        trained: None,
         extra: json!({}),
     })
 }

@@ -9,6 +9,7 @@ mod magnitude;
 mod slide;
 mod sls;
 mod sparsegpt;
+mod upop;
 mod wanda;
 
 use super::StageError;
@@ -37,6 +38,7 @@ pub const METHODS: &[&Method] = &[
     &sls::METHOD,
     &fisher::METHOD,
     &fisher::STORED,
+    &upop::METHOD,
 ];
 
 static SPECS: LazyLock<Vec<&'static MethodSpec>> =

@@ -1,0 +1,783 @@
+//! UPop (spec structured-and-analysis.md §4, decisions §6e/6f): trainable ζ on both towers,
+//! searched while the whole model trains (AdamW, constant lr), ranked on the progressive cosine
+//! schedule, then compressed to a physically smaller model. The grid's `sparsity` is UPop's p,
+//! the fraction of the weighted unit count removed.
+//!
+//! Task loss: on a retrieval dataset the reference's image–text contrastive loss with the
+//! momentum model, the feature queue and the distillation ramp (§4.2); `accumulation`
+//! micro-batches of `batch_size` make one step, as the reference's 8 GPUs × 32 do (§4.8: every
+//! micro-batch against the same queue, gradients averaged, all features enqueued after the step).
+//! On a classification dataset (a project extension) the cross-entropy of the zero-shot logits,
+//! with the class embeddings recomputed every step through the (masked, training) text tower.
+//!
+//! The search checkpoints its whole state (weights, AdamW, ζ and their gradient sums, momentum
+//! model, queue) into the key's scratch folder and resumes to the same bits after a kill. The
+//! artifact holds the kept units and the trained full-size weights (which the retention policy
+//! may drop once consumed).
+//!
+//! Deviations (documented): training images use the evaluation preprocessing (no random crop or
+//! RandAugment); batches are drawn per epoch by the point's seed.
+
+use super::{Method, decode};
+use crate::manifest::params::{float, int, positive};
+use crate::manifest::schema::{
+    DefaultValue, MethodInput, MethodSpec, ParamType, PointCheck, Problem, SparsityAxis,
+    TOWER_CHOICES, Towers, TypedParams,
+};
+use crate::manifest::types::Sparsity;
+use crate::model::clip::TextTower;
+use crate::model::{Clip, TokenBatch, Tower, zeroshot};
+use crate::prune::artifact::Kind;
+use crate::prune::structured::{self, AttentionScale, Structured};
+use crate::prune::upop::{self, TowerZeta};
+use crate::stages::StageError;
+use crate::stages::checkpoint::{self, Checkpoints};
+use crate::stages::context::{self, Dataset};
+use crate::stages::prune::{Pruned, Pruning, StructuredTower, check_physical};
+use crate::train::AdamW;
+use crate::util::macs;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+use std::time::Instant;
+use tch::nn::Module;
+use tch::{Kind as DType, Tensor};
+
+/// Which gradient ranks ζ (§4.3, §6f).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Gradient {
+    /// The running sum of every step's gradient since the search began (the reference's
+    /// default, non-AMP path).
+    Accumulated,
+    /// The current step's gradient only (the reference's `--amp` path).
+    PerStep,
+}
+
+crate::params! {
+    pub struct Params {
+        /// which towers carry ζ (all parameters of both train either way)
+        towers: Towers = (TOWER_CHOICES, DefaultValue::Str("both")),
+        /// search epochs over the training split (the reference: Flickr30K 12 at 2×, 18 at 4×; COCO 6 / 9)
+        epochs: usize = (int(1, 100_000), DefaultValue::Int(12)),
+        /// global steps between ζ updates (the reference: 50 on Flickr30K, 200 on COCO); the last step always updates
+        interval: u64 = (int(1, 1 << 40), DefaultValue::Int(50)),
+        /// samples per micro-batch (the reference's per-GPU batch)
+        batch_size: usize = (int(1, 1 << 16), DefaultValue::Int(32)),
+        /// micro-batches per step (the reference's GPU count): global batch = batch_size × accumulation
+        accumulation: usize = (int(1, 1 << 16), DefaultValue::Int(8)),
+        /// AdamW learning rate (constant while searching)
+        lr: f64 = (positive(0.0, 10.0), DefaultValue::Float(1e-5)),
+        /// AdamW weight decay
+        weight_decay: f64 = (float(0.0, 10.0), DefaultValue::Float(0.2)),
+        /// L1 weight of the attention ζ (the reference's (22/15)·8e-3)
+        w_sp_attn: f64 = (float(0.0, 1e6), DefaultValue::Float(22.0 / 15.0 * 8e-3)),
+        /// L1 weight of the MLP ζ
+        w_sp_mlp: f64 = (float(0.0, 1e6), DefaultValue::Float(2e-4)),
+        /// the reference divides both L1 weights by its process count (8 in its scripts)
+        world_size: usize = (int(1, 1 << 16), DefaultValue::Int(8)),
+        /// ζ ranked on the accumulated gradient (reference) or the current step's (its AMP path)
+        gradient: Gradient = (ParamType::Choice(&["accumulated", "per-step"]), DefaultValue::Str("accumulated")),
+        /// distillation weight of the momentum model's targets, ramped over the first epoch (retrieval)
+        alpha: f64 = (float(0.0, 1.0), DefaultValue::Float(0.4)),
+        /// momentum of the momentum model (retrieval)
+        momentum: f64 = (float(0.0, 1.0), DefaultValue::Float(0.995)),
+        /// feature queue length, a multiple of the global batch (retrieval)
+        queue_size: usize = (int(1, 1 << 30), DefaultValue::Int(57_600)),
+        /// attention scale of heads with pruned dimensions: the unpruned one (matches the masked model) or 1/√kept (reference retraining)
+        attn_scale: AttentionScale = (ParamType::Choice(&["original", "reduced"]), DefaultValue::Str("original")),
+        /// samples on which the physically smaller model is checked against the masked one
+        check_samples: usize = (int(1, 1 << 20), DefaultValue::Int(64)),
+    }
+}
+
+pub const METHOD: Method = Method {
+    spec: MethodSpec {
+        name: "upop",
+        doc: "UPop: trainable masks on head dimensions and MLP neurons of both towers, searched progressively while the model trains (sparsity = fraction of the weighted units removed); a physically smaller model",
+        params: Params::SPECS,
+        inputs: &[MethodInput::TrainingSplit],
+        sparsity: SparsityAxis::UnitsRemoved,
+        check: Some(check),
+    },
+    artifact: Kind::Structured,
+    prune,
+};
+
+/// Plan-time: p in (0, 1), towers the method can mask, a queue that holds whole steps.
+fn check(p: &PointCheck) -> Result<(), Problem> {
+    let Sparsity::Fraction(sparsity) = p.sparsity else {
+        return Err(Problem {
+            message: "UPop reads `sparsity` as the fraction of weighted units removed, not an n:m pattern".into(),
+            hint: "give fractions in [grid] sparsity for this method".into(),
+        });
+    };
+    if !(sparsity > 0.0 && sparsity < 1.0) {
+        return Err(Problem {
+            message: format!("UPop's p must be between 0 and 1, not {sparsity}"),
+            hint: "the paper's settings are 0.5 (2×) and 0.75 (4×)".into(),
+        });
+    }
+    for tower in towers_of(p.params) {
+        let shapes = match tower {
+            Tower::Vision => p.model.vision.shapes(),
+            Tower::Text => p.model.text.shapes(),
+        };
+        if shapes
+            .iter()
+            .any(|s| s.heads == 0 || s.intermediate_size == 0)
+        {
+            return Err(Problem {
+                message: format!(
+                    "the {} tower has a layer without heads or neurons, which UPop cannot mask",
+                    tower.name()
+                ),
+                hint: "start from an unpruned model".into(),
+            });
+        }
+    }
+    let get = |k: &str, d: u64| p.params.get(k).and_then(Json::as_u64).unwrap_or(d);
+    let global = get("batch_size", 32) * get("accumulation", 8);
+    let queue = get("queue_size", 57_600);
+    if p.retrieval && !queue.is_multiple_of(global) {
+        return Err(Problem {
+            message: format!(
+                "queue_size {queue} is not a multiple of the global batch {global} (batch_size × accumulation)"
+            ),
+            hint: format!("e.g. queue_size = {}", (queue / global).max(1) * global),
+        });
+    }
+    Ok(())
+}
+
+fn towers_of(params: &serde_json::Map<String, Json>) -> Vec<Tower> {
+    match params.get("towers").and_then(Json::as_str) {
+        Some("vision") => vec![Tower::Vision],
+        Some("text") => vec![Tower::Text],
+        _ => vec![Tower::Vision, Tower::Text],
+    }
+}
+
+/// Preprocessed pixels of training images by index.
+type Decode = dyn Fn(&[usize]) -> Result<Vec<f32>, StageError>;
+
+/// One training sample: an image and its caption's image id (retrieval), or its label.
+struct Sample {
+    image: usize,
+    caption: Option<String>,
+    target: i64,
+}
+
+/// Where the search stands between steps: what a checkpoint's cursor holds besides tensors.
+#[derive(Serialize, Deserialize, Default)]
+struct Progress {
+    losses: Vec<f64>,
+    updates: Vec<Json>,
+    queue_ptr: i64,
+}
+
+/// The feature queue of the contrastive loss (rows), with its image ids (−100 = empty).
+struct Queue {
+    images: Tensor,
+    texts: Tensor,
+    ids: Tensor,
+}
+
+fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
+    let params: Params = decode("upop", params)?;
+    let job = p.job;
+    let model = &p.model;
+    let device = model.vs.device();
+    let target = p.fraction()?;
+    let seed = job.params["seed"].as_u64().unwrap_or(0);
+    tch::manual_seed(seed as i64);
+    let pre = context::preprocessor(job, model)?;
+    let tokenizer = context::tokenizer(job)?;
+    let retrieval = job.params["dataset"]["kind"].as_str() == Some("retrieval");
+
+    // The training samples and how to decode their images.
+    let (samples, images): (Vec<Sample>, Box<Decode>) = if retrieval {
+        let set = context::retrieval_set(job, true)?;
+        let samples = set
+            .captions
+            .iter()
+            .enumerate()
+            .flat_map(|(i, caps)| {
+                caps.iter().map(move |c| Sample {
+                    image: i,
+                    caption: Some(c.clone()),
+                    target: i as i64,
+                })
+            })
+            .collect();
+        let pre = pre.clone();
+        (
+            samples,
+            Box::new(move |idx: &[usize]| Ok(pre.batch(idx, |i| set.image(i))?)),
+        )
+    } else {
+        let (set, _) = Dataset::from_job(job)?.open(true)?;
+        let samples = (0..set.len())
+            .map(|i| Sample {
+                image: i,
+                caption: None,
+                target: set.label(i),
+            })
+            .collect();
+        let pre = pre.clone();
+        (
+            samples,
+            Box::new(move |idx: &[usize]| Ok(pre.batch(idx, |i| set.image(i))?)),
+        )
+    };
+    let prompts = if retrieval {
+        None
+    } else {
+        let (_, prompts) = Dataset::from_job(job)?.open_labels(true)?;
+        let all: Vec<String> = (0..prompts.classnames.len())
+            .flat_map(|c| prompts.class_prompts(c))
+            .collect();
+        Some((
+            tokenizer.encode(&all, device)?,
+            prompts.classnames.len() as i64,
+        ))
+    };
+
+    let (micro, accumulation) = (params.batch_size, params.accumulation);
+    let global = micro * accumulation;
+    let per_epoch = samples.len() / global;
+    if per_epoch == 0 {
+        return Err(StageError::Failed(format!(
+            "method `upop`: the training split has {} samples, fewer than one step's global batch of {global} (batch_size × accumulation); lower them",
+            samples.len()
+        )));
+    }
+    let total = (per_epoch * params.epochs) as u64;
+
+    // ζ: vision first, then text (the ranking's order).
+    let mut tower_list = towers_of(&serde_json::Map::new());
+    tower_list.retain(|t| context::towers(params.towers).contains(t));
+    let zetas: Vec<TowerZeta> = tower_list
+        .iter()
+        .map(|&t| TowerZeta::ones(model, t))
+        .collect();
+    let zeta_of = |t: Tower| zetas.iter().find(|z| z.tower == t);
+    let sums: Vec<Tensor> = all_zeta(&zetas).iter().map(|z| z.zeros_like()).collect();
+
+    // Everything the model holds trains (the reference's optimiser takes every non-ζ parameter).
+    let mut named: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, t) in &named {
+        let _ = t.shallow_clone().set_requires_grad(true);
+    }
+    let tensors: Vec<Tensor> = named.iter().map(|(_, t)| t.shallow_clone()).collect();
+    let mut opt = AdamW::new(&tensors, params.lr, params.weight_decay);
+
+    // The momentum model and the queue (retrieval only).
+    let momentum = retrieval.then(|| {
+        let m = Clip::new(&model.config, device);
+        copy_into(&m, model);
+        m
+    });
+    let embed = model.config.projection_dim;
+    let queue = retrieval.then(|| {
+        let q = params.queue_size as i64;
+        Queue {
+            images: zeroshot::normalize(&Tensor::randn([q, embed], (DType::Float, device))),
+            texts: zeroshot::normalize(&Tensor::randn([q, embed], (DType::Float, device))),
+            ids: Tensor::full([q], -100, (DType::Int64, device)),
+        }
+    });
+
+    let state = |opt: &AdamW| -> Vec<(String, Tensor)> {
+        let mut out = checkpoint::with_optimizer(&named, opt);
+        for (i, z) in all_zeta(&zetas).iter().enumerate() {
+            out.push((format!("upop.zeta.{i}"), z.shallow_clone()));
+        }
+        for (i, s) in sums.iter().enumerate() {
+            out.push((format!("upop.gradient.{i}"), s.shallow_clone()));
+        }
+        if let Some(m) = &momentum {
+            for (n, t) in m.vs.variables() {
+                out.push((format!("upop.momentum.{n}"), t));
+            }
+        }
+        if let Some(q) = &queue {
+            out.push(("upop.queue.images".into(), q.images.shallow_clone()));
+            out.push(("upop.queue.texts".into(), q.texts.shallow_clone()));
+            out.push(("upop.queue.ids".into(), q.ids.shallow_clone()));
+        }
+        out
+    };
+    let mut checkpoints = Checkpoints::new(p.cache, job);
+    let mut progress = Progress::default();
+    let mut start = 0;
+    if let Some(saved) = checkpoints.resume() {
+        saved.restore(&state(&opt))?;
+        opt.set_steps(saved.step as i32);
+        start = saved.step;
+        progress = serde_json::from_value(saved.cursor.clone())
+            .map_err(|e| StageError::Failed(format!("unreadable UPop checkpoint: {e}")))?;
+    }
+    let clock = Instant::now();
+    let mut order: Vec<usize> = vec![];
+    let mut order_epoch = usize::MAX;
+    let (w_attn, w_mlp) = (
+        params.w_sp_attn / params.world_size as f64,
+        params.w_sp_mlp / params.world_size as f64,
+    );
+    for step in start..total {
+        let (epoch, it) = (step as usize / per_epoch, step as usize % per_epoch);
+        if order_epoch != epoch {
+            // Epoch e's order depends on (seed, e) only, so a resumed run draws the same.
+            let mut rng = ChaCha8Rng::seed_from_u64(
+                seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch as u64),
+            );
+            order = (0..samples.len()).collect();
+            order.shuffle(&mut rng);
+            order_epoch = epoch;
+        }
+        let alpha = if epoch > 0 {
+            params.alpha
+        } else {
+            params.alpha * (it as f64 / per_epoch as f64).min(1.0)
+        };
+        if let Some(m) = &momentum {
+            momentum_update(m, model, params.momentum);
+        }
+        let batch = &order[it * global..(it + 1) * global];
+        let text_gates = zeta_of(Tower::Text).map(TowerZeta::gates);
+        let vision_gates = zeta_of(Tower::Vision).map(TowerZeta::gates);
+        // Classification: the class embeddings once per step through the masked text tower;
+        // the micro-batches' gradients meet at a leaf and flow back through it once.
+        let head = prompts.as_ref().map(|(tokens, classes)| {
+            let f = zeroshot::normalize(&text_features(model, tokens, text_gates.as_deref()));
+            let f = f
+                .view([*classes, -1, embed])
+                .mean_dim(1, false, DType::Float);
+            zeroshot::normalize(&f).tr()
+        });
+        let head_leaf = head.as_ref().map(|h| h.detach().set_requires_grad(true));
+        let mut step_loss = 0.0;
+        let mut enqueued: Vec<(Tensor, Tensor, Tensor)> = vec![];
+        for chunk in batch.chunks(micro) {
+            let picked: Vec<&Sample> = chunk.iter().map(|&k| &samples[k]).collect();
+            let idx: Vec<usize> = picked.iter().map(|s| s.image).collect();
+            let px = images(&idx)?;
+            let pixels = context::pixels(&px, idx.len(), &pre, device, DType::Float);
+            let targets = Tensor::from_slice(&picked.iter().map(|s| s.target).collect::<Vec<_>>())
+                .to_device(device);
+            let image = model
+                .visual_projection
+                .forward(&model.vision.forward_gated(&pixels, vision_gates.as_deref()));
+            let task = match (&momentum, &queue, &head_leaf) {
+                (Some(m), Some(q), _) => {
+                    let captions: Vec<String> =
+                        picked.iter().filter_map(|s| s.caption.clone()).collect();
+                    let tokens = tokenizer.encode(&captions, device)?;
+                    let f_i = zeroshot::normalize(&image);
+                    let f_t =
+                        zeroshot::normalize(&text_features(model, &tokens, text_gates.as_deref()));
+                    let loss =
+                        contrastive(model, m, q, &pixels, &tokens, &f_i, &f_t, &targets, alpha);
+                    enqueued.push((f_i.detach(), f_t.detach(), targets.shallow_clone()));
+                    loss
+                }
+                (_, _, Some(h)) => zeroshot::logits(&image, h).cross_entropy_for_logits(&targets),
+                _ => unreachable!("retrieval has a queue, classification a head"),
+            };
+            let mut loss = task.shallow_clone();
+            for z in &zetas {
+                let (a, m) = z.l1();
+                loss = loss + a * w_attn + m * w_mlp;
+            }
+            (loss / accumulation as f64).backward();
+            let value = task.double_value(&[]);
+            if !value.is_finite() {
+                return Err(StageError::Failed(format!(
+                    "method `upop`: the search diverged at step {step} (loss {value}); lower `lr`"
+                )));
+            }
+            step_loss += value / accumulation as f64;
+        }
+        if let (Some(h), Some(leaf)) = (&head, &head_leaf) {
+            let g = leaf.grad();
+            if g.defined() {
+                (h * g).sum(DType::Float).backward();
+            }
+        }
+        opt.step(&tensors);
+        tch::no_grad(|| {
+            for t in &tensors {
+                let mut g = t.grad();
+                if g.defined() {
+                    let _ = g.zero_();
+                }
+            }
+            // ζ is outside the optimiser: its gradient is summed explicitly (§4.10).
+            for (z, sum) in all_zeta(&zetas).iter().zip(&sums) {
+                let mut g = z.grad();
+                if g.defined() {
+                    if params.gradient == Gradient::PerStep {
+                        let _ = sum.shallow_clone().zero_();
+                    }
+                    let _ = sum.shallow_clone().g_add_(&g);
+                    let _ = g.zero_();
+                }
+            }
+        });
+        if let Some(q) = &queue {
+            enqueue(q, &enqueued, &mut progress.queue_ptr);
+        }
+        if upop::update_due(step, params.interval, total) {
+            let pi = upop::ratio(target, step, total);
+            let update = apply_update(&zetas, &sums, target, pi);
+            progress
+                .updates
+                .push(json!({ "step": step, "ratio": pi, "threshold": update }));
+        }
+        progress.losses.push(step_loss);
+        checkpoint::test_delay();
+        if step + 1 < total && checkpoints.due() {
+            let cursor = serde_json::to_value(&progress).expect("progress serialises");
+            checkpoints.save(step + 1, cursor, &state(&opt))?;
+        }
+    }
+    let search_seconds = clock.elapsed().as_secs_f64();
+    for (_, t) in &named {
+        let _ = t.shallow_clone().set_requires_grad(false);
+    }
+
+    // Compression: the kept units of the final ζ, checked against the masked model.
+    let mut towers = Vec::new();
+    let mut removed = 0.0;
+    let (_, _, weighted) = upop::counts(&model.config, &tower_list);
+    for z in &zetas {
+        let units = z.units(model)?;
+        let prune = Structured {
+            layers: units.clone(),
+            attention_scale: params.attn_scale,
+        };
+        let small = structured::apply(model, &prune)?;
+        let mut record = tower_record(model, &small, z);
+        removed += record["removed_weighted_units"].as_f64().unwrap_or(0.0);
+        if params.attn_scale == AttentionScale::Original {
+            let _g = tch::no_grad_guard();
+            let (masked, physical) = match z.tower {
+                Tower::Vision => {
+                    let n = params.check_samples.min(samples.len());
+                    let idx: Vec<usize> = (0..n).map(|k| samples[k].image).collect();
+                    let pixels = context::pixels(&images(&idx)?, n, &pre, device, DType::Float);
+                    (
+                        model
+                            .visual_projection
+                            .forward(&model.vision.forward_gated(&pixels, Some(&z.gates()))),
+                        small.image_features(&pixels),
+                    )
+                }
+                Tower::Text => {
+                    let tokens = match &prompts {
+                        Some((tokens, _)) => first_rows(tokens, params.check_samples as i64),
+                        None => {
+                            let captions: Vec<String> = samples
+                                .iter()
+                                .take(params.check_samples)
+                                .filter_map(|s| s.caption.clone())
+                                .collect();
+                            tokenizer.encode(&captions, device)?
+                        }
+                    };
+                    (
+                        text_features(model, &tokens, Some(&z.gates())),
+                        small.text_features(&tokens),
+                    )
+                }
+            };
+            check_physical(z.tower, &masked, &physical, &mut record)?;
+        } else {
+            record["physical_check"] =
+                json!("not applicable: attn_scale = reduced changes the attention of sliced heads");
+        }
+        let masks = vec![
+            (
+                "attention_zeta".to_string(),
+                Tensor::stack(&z.dims, 0).detach(),
+            ),
+            (
+                "mlp_zeta".to_string(),
+                Tensor::stack(&z.neurons, 0).detach(),
+            ),
+        ];
+        towers.push(StructuredTower {
+            tower: z.tower,
+            masks,
+            units,
+            record,
+        });
+    }
+    let trained: Vec<(String, Tensor)> =
+        named.iter().map(|(n, t)| (n.clone(), t.detach())).collect();
+    let stride = (progress.losses.len() / 100).max(1);
+    Ok(Pruned::Structured {
+        towers,
+        attention_scale: params.attn_scale,
+        trained: Some(trained),
+        extra: json!({
+            "achieved_sparsity": removed / weighted,
+            "target_units": weighted,
+            "steps": total,
+            "steps_per_epoch": per_epoch,
+            "global_batch": global,
+            "train_samples": samples.len(),
+            "first_loss": progress.losses.first(),
+            "final_loss": progress.losses.last(),
+            "loss_curve": progress.losses.iter().step_by(stride).collect::<Vec<_>>(),
+            "updates": progress.updates,
+            "search_seconds": search_seconds,
+            "resumed_from_step": start,
+            "checkpoint_discarded": checkpoints.discarded,
+        }),
+    })
+}
+
+/// The first `n` sequences of a batch.
+fn first_rows(tokens: &TokenBatch, n: i64) -> TokenBatch {
+    let n = n.min(tokens.ids.size()[0]);
+    TokenBatch {
+        ids: tokens.ids.narrow(0, 0, n),
+        mask: tokens.mask.narrow(0, 0, n),
+        eos: tokens.eos.narrow(0, 0, n),
+    }
+}
+
+/// Every ζ tensor, tower by tower, attention before MLP.
+fn all_zeta(zetas: &[TowerZeta]) -> Vec<Tensor> {
+    zetas
+        .iter()
+        .flat_map(|z| z.dims.iter().chain(&z.neurons).map(Tensor::shallow_clone))
+        .collect()
+}
+
+/// Ranks the gradient sums (§4.3) and writes the new ζ; returns the threshold.
+fn apply_update(zetas: &[TowerZeta], sums: &[Tensor], p: f64, pi: f64) -> f64 {
+    let to_vec = |t: &Tensor| {
+        Vec::<f64>::try_from(t.to_kind(DType::Double).to_device(tch::Device::Cpu))
+            .unwrap_or_default()
+    };
+    // The sums are laid out as `all_zeta`: per tower its attention modules, then its MLP ones.
+    let mut attention = vec![];
+    let mut mlp = vec![];
+    let mut k = 0;
+    for z in zetas {
+        for _ in &z.dims {
+            attention.push(to_vec(&sums[k]));
+            k += 1;
+        }
+        for _ in &z.neurons {
+            mlp.push(to_vec(&sums[k]));
+            k += 1;
+        }
+    }
+    let update = upop::rank(&attention, &mlp, p, pi);
+    let _g = tch::no_grad_guard();
+    let (mut a, mut m) = (update.attention.iter(), update.mlp.iter());
+    for z in zetas {
+        for t in &z.dims {
+            let v = a.next().expect("one update per module");
+            t.shallow_clone().copy_(
+                &Tensor::from_slice(v)
+                    .to_kind(DType::Float)
+                    .to_device(t.device()),
+            );
+        }
+        for t in &z.neurons {
+            let v = m.next().expect("one update per module");
+            t.shallow_clone().copy_(
+                &Tensor::from_slice(v)
+                    .to_kind(DType::Float)
+                    .to_device(t.device()),
+            );
+        }
+    }
+    update.threshold
+}
+
+/// Text features through the (masked) text tower, not normalised.
+fn text_features(
+    model: &Clip,
+    tokens: &TokenBatch,
+    gates: Option<&[crate::model::clip::Gates]>,
+) -> Tensor {
+    let h = model.text.hidden(tokens, gates);
+    model.text_projection.forward(&model.text.pool(&h, tokens))
+}
+
+/// The reference's ITC with the momentum model and the queue (§4.2, steps 1–5).
+#[allow(clippy::too_many_arguments)]
+fn contrastive(
+    model: &Clip,
+    m: &Clip,
+    q: &Queue,
+    pixels: &Tensor,
+    tokens: &TokenBatch,
+    f_i: &Tensor,
+    f_t: &Tensor,
+    ids: &Tensor,
+    alpha: f64,
+) -> Tensor {
+    tch::no_grad(|| {
+        let _ = model.logit_scale.shallow_clone().clamp_(0.0, 4.6052);
+    });
+    let s = model.logit_scale.exp();
+    let (targets_i2t, targets_t2i, images_all, texts_all) = tch::no_grad(|| {
+        let idx_all = Tensor::cat(&[ids, &q.ids], 0);
+        let positives = ids
+            .view([-1, 1])
+            .eq_tensor(&idx_all.view([1, -1]))
+            .to_kind(DType::Float);
+        let sim = &positives / positives.sum_dim_intlist(1, true, DType::Float);
+        let f_im = zeroshot::normalize(&m.image_features(pixels));
+        // The reference's momentum text path ends in the student's `ln_final`.
+        let h = m.text.hidden(tokens, None);
+        let f_tm = zeroshot::normalize(
+            &m.text_projection.forward(
+                &model
+                    .text
+                    .final_layer_norm
+                    .forward(&TextTower::eos_rows(&h, tokens)),
+            ),
+        );
+        let images_all = Tensor::cat(&[&f_im, &q.images], 0);
+        let texts_all = Tensor::cat(&[&f_tm, &q.texts], 0);
+        let s = s.detach();
+        let t_i2t = (&s * f_im.matmul(&texts_all.tr())).softmax(1, DType::Float) * alpha
+            + &sim * (1.0 - alpha);
+        let t_t2i = (&s * f_tm.matmul(&images_all.tr())).softmax(1, DType::Float) * alpha
+            + &sim * (1.0 - alpha);
+        (t_i2t, t_t2i, images_all, texts_all)
+    });
+    let loss = |f: &Tensor, all: &Tensor, t: &Tensor| {
+        -((&s * f.matmul(&all.tr())).log_softmax(1, DType::Float) * t)
+            .sum_dim_intlist(1, false, DType::Float)
+            .mean(DType::Float)
+    };
+    (loss(f_i, &texts_all, &targets_i2t) + loss(f_t, &images_all, &targets_t2i)) / 2.0
+}
+
+/// θ_m ← μ·θ_m + (1 − μ)·θ for every momentum tensor (ζ are not model variables).
+fn momentum_update(m: &Clip, model: &Clip, mu: f64) {
+    let source = model.vs.variables();
+    let _g = tch::no_grad_guard();
+    for (name, t) in m.vs.variables() {
+        let mut t = t;
+        let _ = t.g_mul_scalar_(mu).g_add_(&(&source[&name] * (1.0 - mu)));
+    }
+}
+
+fn copy_into(to: &Clip, from: &Clip) {
+    let source = from.vs.variables();
+    let _g = tch::no_grad_guard();
+    for (name, t) in to.vs.variables() {
+        t.shallow_clone().copy_(&source[&name]);
+    }
+}
+
+/// Writes the step's student features and ids at the queue pointer (§4.2 step 6).
+fn enqueue(q: &Queue, batches: &[(Tensor, Tensor, Tensor)], ptr: &mut i64) {
+    let _g = tch::no_grad_guard();
+    let images = Tensor::cat(
+        &batches
+            .iter()
+            .map(|b| b.0.shallow_clone())
+            .collect::<Vec<_>>(),
+        0,
+    );
+    let texts = Tensor::cat(
+        &batches
+            .iter()
+            .map(|b| b.1.shallow_clone())
+            .collect::<Vec<_>>(),
+        0,
+    );
+    let ids = Tensor::cat(
+        &batches
+            .iter()
+            .map(|b| b.2.shallow_clone())
+            .collect::<Vec<_>>(),
+        0,
+    );
+    let n = images.size()[0];
+    let size = q.ids.size()[0];
+    q.images.narrow(0, *ptr, n).copy_(&images);
+    q.texts.narrow(0, *ptr, n).copy_(&texts);
+    q.ids.narrow(0, *ptr, n).copy_(&ids);
+    *ptr = (*ptr + n) % size;
+}
+
+/// The tower's kept counts per layer, weighted units removed, and encoder MACs before and after.
+fn tower_record(model: &Clip, small: &Clip, z: &TowerZeta) -> Json {
+    let count = |v: &[Tensor]| -> Vec<i64> {
+        v.iter()
+            .map(|t| t.eq(1.0).sum(DType::Int64).int64_value(&[]))
+            .collect()
+    };
+    let (dims, neurons) = (count(&z.dims), count(&z.neurons));
+    let removed_dims: i64 =
+        z.dims.iter().map(|t| t.numel() as i64).sum::<i64>() - dims.iter().sum::<i64>();
+    let removed_neurons: i64 =
+        z.neurons.iter().map(|t| t.numel() as i64).sum::<i64>() - neurons.iter().sum::<i64>();
+    let macs = |c: &crate::util::clip_config::ClipConfig| -> i64 {
+        let (tokens, d, shapes) = match z.tower {
+            Tower::Vision => (c.vision.tokens(), c.vision.hidden_size, c.vision.shapes()),
+            Tower::Text => (
+                c.text.max_position_embeddings,
+                c.text.hidden_size,
+                c.text.shapes(),
+            ),
+        };
+        shapes.iter().map(|s| macs::layer(tokens, d, s)).sum()
+    };
+    let (full, kept) = (macs(&model.config), macs(&small.config));
+    json!({
+        "head_dims_per_layer": dims,
+        "neurons_per_layer": neurons,
+        "removed_head_dims": removed_dims,
+        "removed_neurons": removed_neurons,
+        "removed_weighted_units": removed_dims as f64 * upop::ATTENTION_WEIGHT + removed_neurons as f64,
+        "full_macs": full,
+        "kept_macs": kept,
+        "mac_fraction": kept as f64 / full.max(1) as f64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declaration_decodes() {
+        crate::manifest::params::check_declaration::<Params>().unwrap();
+    }
+
+    #[test]
+    fn plan_time_checks() {
+        let config = crate::model::create::preset("vit-b32").unwrap();
+        let params = serde_json::Map::new();
+        let point = |sparsity, retrieval, params| PointCheck {
+            model: &config,
+            sparsity: Sparsity::Fraction(sparsity),
+            params,
+            retrieval,
+        };
+        assert!(check(&point(0.5, true, &params)).is_ok());
+        assert!(check(&point(1.0, true, &params)).is_err());
+        let mut short = serde_json::Map::new();
+        short.insert("queue_size".into(), json!(1000));
+        let e = check(&point(0.5, true, &short)).unwrap_err();
+        assert!(e.hint.contains("768"), "{e:?}");
+        // Classification keeps no queue.
+        assert!(check(&point(0.5, false, &short)).is_ok());
+    }
+}
