@@ -374,8 +374,9 @@ const GOLDEN_FIRST: (&str, &str) = (
 /// sha256 of every `key label` line of the plan, sorted. History: prune stage version 2
 /// (entries declare their artifact kind) changed it from caae7bd1…; the evaluate stage's
 /// `timing` and `timing_repeats` parameters (efficiency columns) from 6c0b84c2…; finetune and
-/// retrain version 2 (resumable, checkpointed) from ad21d4fc….
-const GOLDEN_DIGEST: &str = "c6888c72c9cd747989ef3a344512cbbc0aa238ed3ca8e8de52422ecf635b2066";
+/// retrain version 2 (resumable, checkpointed) from ad21d4fc…; retraining's UPop parameters
+/// (`accumulation`, `alpha`, `momentum`, `queue_size`, `search_epochs`) from c6888c72….
+const GOLDEN_DIGEST: &str = "de0d0a8b78ca6ce45db5440ff1d6f37ad50e184898aa7933f47ce6b788abd8cb";
 
 /// What a method declares it reads becomes part of the plan: a method that trains on the
 /// training split has the dataset in its key; one scored by the dense model's intrinsic

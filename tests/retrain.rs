@@ -175,3 +175,89 @@ fn fresh_adapters_leave_the_model_unchanged() {
         assert!(with.allclose(&model.image_features(&pixels), 1e-6, 1e-6, false));
     }
 }
+
+/// UPop at p = 0.5 and its retraining (every parameter of both towers, the zero-shot head
+/// recomputed through the training text tower, per-epoch cosine), next to magnitude and Fisher at
+/// a similar parameter count retrained the same way: UPop recovers, and magnitude keeps its zeros.
+#[test]
+fn upop_retrained_recovers_next_to_magnitude_and_fisher() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    run_in(d, &["init-model", "models/tiny", "--preset", "tiny"]);
+    let manifest = MANIFEST
+        .replace(
+            "method = [\"sls-shallow\", \"magnitude\"]",
+            "method = [\"upop\", \"magnitude\", \"fisher\"]",
+        )
+        .replace("calibration_size = [300]\n", "")
+        .replace(
+            "[stages.retrain]\nepochs = 4\ntrain_size = 500\nlr = 1e-3\nconvpass_scale = 1.0\nconvpass_xavier = false\n",
+            r#"[stages.retrain]
+trainable = "all"
+head = "zero-shot"
+schedule = "epoch-cosine"
+epochs = 4
+lr = 1e-4
+min_lr = 0
+weight_decay = 0.2
+batch_size = 32
+accumulation = 2
+train_size = 1000
+
+[methods.upop]
+epochs = 2
+interval = 5
+batch_size = 32
+accumulation = 2
+lr = 1e-4
+
+[methods.fisher]
+num_samples = 256
+
+[stages.evaluate]
+timing = false
+"#,
+        );
+    assert!(manifest.contains("trainable = \"all\"") && manifest.contains("\"upop\""));
+    std::fs::write(d.join("retrain.toml"), manifest).unwrap();
+    run_in(d, &["run", "retrain.toml"]);
+    let table = rows(d);
+    let get = |method: &str, column: &str| -> f64 {
+        let r = table.iter().find(|r| r["method"] == method).unwrap();
+        assert_eq!(r["status"], "done", "{method}");
+        r[column].parse().unwrap()
+    };
+    for method in ["upop", "magnitude", "fisher"] {
+        eprintln!(
+            "{method} @ 0.5: top-1 {} → {} retrained; {} non-zero parameters (dense {})",
+            get(method, "top1"),
+            get(method, "retrain_best_top1"),
+            get(method, "params_nonzero"),
+            get("dense", "params_nonzero"),
+        );
+        assert!(get(method, "retrain_best_top1") >= get(method, "top1"));
+    }
+    let (before, after) = (get("upop", "top1"), get("upop", "retrain_best_top1"));
+    assert!(
+        after >= 0.95 && after > before + 0.1,
+        "UPop {before} → {after}"
+    );
+    // Similar sizes: UPop's smaller model within 10 % of magnitude's non-zero count.
+    let (upop, magnitude) = (
+        get("upop", "params_nonzero"),
+        get("magnitude", "params_nonzero"),
+    );
+    assert!(
+        (upop / magnitude - 1.0).abs() < 0.1,
+        "{upop} vs {magnitude}"
+    );
+    for r in retrain_records(d) {
+        let m = &r["metrics"];
+        assert_eq!(m["trainable"], "all");
+        assert_eq!(
+            m["encoder_zero_weights_after"], m["encoder_zero_weights_before"],
+            "{}",
+            r["label"]
+        );
+    }
+}

@@ -8,11 +8,12 @@ mod common;
 use common::{run_in, run_reference};
 
 /// 12 test images (each a distinct colour pattern) with two captions each, plus 16 train images
-/// that evaluation must leave out (the intrinsic dimension reads them).
+/// that evaluation must leave out (the intrinsic dimension reads them) and 6 validation images
+/// (retraining selects its epoch on them).
 fn write_dataset(dir: &Path) {
     std::fs::create_dir_all(dir.join("images")).unwrap();
     let mut entries = Vec::new();
-    for i in 0..28u32 {
+    for i in 0..34u32 {
         let img = image::RgbImage::from_fn(40 + i, 36, |x, y| {
             image::Rgb([
                 ((x * (i + 3) + y * 7) % 256) as u8,
@@ -24,7 +25,11 @@ fn write_dataset(dir: &Path) {
         img.save(dir.join("images").join(&name)).unwrap();
         entries.push(serde_json::json!({
             "filename": name,
-            "split": if i < 12 { "test" } else { "restval" },
+            "split": match i {
+                0..12 => "test",
+                28.. => "val",
+                _ => "restval",
+            },
             "sentences": [
                 {"raw": format!("a photo of pattern number {i}.")},
                 {"raw": format!("a striped picture with {} colours", i + 2)},
@@ -217,7 +222,9 @@ indices = [0, 0, 3, 3, 3, 7, 12, 20, 31, 31, 1, 2, 4, 5, 6, 8, 9, 10, 11, 13, 14
 
 /// UPop on captions: the contrastive search with the momentum model and the queue masks both
 /// towers to p = 0.5 of the weighted units; the evaluated model is the physically smaller one,
-/// which matched the masked model in the prune.
+/// which matched the masked model in the prune. Then UPop's retraining (every parameter, the
+/// same loss, per-epoch cosine) with the best epoch chosen on the validation split, reported as
+/// R@K both ways and their mean after retraining.
 #[test]
 fn upop_searches_both_towers_on_captions() {
     let tmp = tempfile::tempdir().unwrap();
@@ -239,9 +246,28 @@ batch_size = 4
 accumulation = 2
 queue_size = 16
 lr = 1e-4
+
+[stages.retrain]
+trainable = "all"
+schedule = "epoch-cosine"
+search_epochs = true
+lr = 1e-4
+min_lr = 0
+weight_decay = 0.2
+batch_size = 4
+accumulation = 2
+queue_size = 16
+train_size = 32
 "#,
     )
     .unwrap();
+    let manifest = std::fs::read_to_string(d.join("upop.toml"))
+        .unwrap()
+        .replace(
+            "path = \"flickr\"\n",
+            "path = \"flickr\"\nval_split = \"val\"\n",
+        );
+    std::fs::write(d.join("upop.toml"), manifest).unwrap();
     run_in(d, &["run", "upop.toml"]);
     let csv = std::fs::read_to_string(d.join("results/upop/upop.csv")).unwrap();
     let mut rows = csv::Reader::from_reader(csv.as_bytes());
@@ -296,4 +322,55 @@ lr = 1e-4
         }
     }
     assert!(m["final_loss"].as_f64().unwrap().is_finite());
+
+    // Retraining: the row's R@K after retraining are the test metrics of the epoch chosen on
+    // the validation split (or the model before retraining, epoch 0).
+    let retrain = std::fs::read_dir(d.join("results/cache/entries"))
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path().join("record.json");
+            serde_json::from_slice::<serde_json::Value>(&std::fs::read(path).unwrap()).unwrap()
+        })
+        .find(|r| r["kind"] == "retrain")
+        .unwrap();
+    let r = &retrain["metrics"];
+    assert_eq!(r["selected_on"], "val");
+    assert_eq!(r["trainable"], "all");
+    // As many epochs as the search (`search_epochs`: UPop's rule).
+    let epochs = r["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 2);
+    let best_epoch = r["best_epoch"].as_u64().unwrap() as usize;
+    let best = &r["best"];
+    if best_epoch == 0 {
+        assert_eq!(best, &r["initial"]);
+    } else {
+        let chosen = &epochs[best_epoch - 1];
+        assert_eq!(best["r_mean"], chosen["r_mean"]);
+        // The chosen epoch has the highest validation score of all evaluated ones.
+        let v = |e: &serde_json::Value| e["val_selection"].as_f64().unwrap();
+        assert!(epochs.iter().all(|e| v(e) <= v(chosen)));
+    }
+    for name in ["image_to_text_r1", "text_to_image_r10", "r_mean"] {
+        let column: f64 = upop[col(&format!("retrain_{name}"))].parse().unwrap();
+        assert_eq!(column, best[name].as_f64().unwrap(), "{name}");
+    }
+    let mean: f64 = [
+        "image_to_text_r1",
+        "image_to_text_r5",
+        "image_to_text_r10",
+        "text_to_image_r1",
+        "text_to_image_r5",
+        "text_to_image_r10",
+    ]
+    .iter()
+    .map(|k| best[k].as_f64().unwrap())
+    .sum::<f64>()
+        / 6.0;
+    assert!((mean - best["r_mean"].as_f64().unwrap()).abs() < 1e-12);
+    // The learning rate followed the per-epoch cosine and every parameter trained.
+    for (k, e) in epochs.iter().enumerate() {
+        let want = 1e-4 * 0.5 * (1.0 + (std::f64::consts::PI * k as f64 / 2.0).cos());
+        assert!((e["last_lr"].as_f64().unwrap() - want).abs() < 1e-15, "{e}");
+    }
+    assert!(r["trained_parameters"].as_u64().unwrap() > 100_000);
 }

@@ -121,6 +121,9 @@ pub enum Trainable {
     HeadConvpass,
     #[serde(rename = "vision")]
     Vision,
+    /// Every parameter of the model, both towers (UPop's retraining).
+    #[serde(rename = "all")]
+    All,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +140,9 @@ pub enum Schedule {
     Constant,
     #[serde(rename = "warmup-cosine")]
     WarmupCosine,
+    /// Half cosine from `lr` to `min_lr`, set at the start of each epoch (UPop's retraining).
+    #[serde(rename = "epoch-cosine")]
+    EpochCosine,
 }
 
 crate::params! {
@@ -144,24 +150,34 @@ crate::params! {
     /// setting (spec structured-and-analysis.md §2.5, §2.8: preset `sls-paper`).
     pub struct RetrainParams {
         /// what trains besides a linear head: nothing, the vision LayerNorms, Convpass adapters in every kept block, or the whole vision tower (pruned weights stay zero)
-        trainable: Trainable = (ParamType::Choice(&["head", "head+layernorm", "head+convpass", "vision"]), DefaultValue::Str("head+convpass")),
+        trainable: Trainable = (ParamType::Choice(&["head", "head+layernorm", "head+convpass", "vision", "all"]), DefaultValue::Str("head+convpass")),
         /// a linear classifier initialised from the zero-shot head, or the frozen zero-shot head
         head: Head = (ParamType::Choice(&["linear", "zero-shot"]), DefaultValue::Str("linear")),
         /// training epochs
         epochs: usize = (int(1, 100_000), DefaultValue::Int(100)),
+        /// after a method that trains for epochs (UPop), retrain for as many as it searched (UPop's rule: search = retrain epochs); else `epochs`
+        search_epochs: bool = (ParamType::Bool, DefaultValue::Bool(false)),
         /// AdamW learning rate (the peak, with the cosine schedule)
         lr: f64 = (positive(0.0, 10.0), DefaultValue::Float(1e-5)),
         /// constant lr (the paper's FT), or linear warm-up then half-cycle cosine to `min_lr` (CLR)
-        schedule: Schedule = (ParamType::Choice(&["constant", "warmup-cosine"]), DefaultValue::Str("constant")),
+        schedule: Schedule = (ParamType::Choice(&["constant", "warmup-cosine", "epoch-cosine"]), DefaultValue::Str("constant")),
         /// warm-up length of the cosine schedule
         warmup_epochs: f64 = (float(0.0, 100_000.0), DefaultValue::Float(10.0)),
         /// final lr of the cosine schedule
         min_lr: f64 = (float(0.0, 10.0), DefaultValue::Float(1e-5)),
         /// AdamW weight decay
         weight_decay: f64 = (float(0.0, 10.0), DefaultValue::Float(1e-4)),
-        /// training batch size (incomplete batches are dropped)
+        /// training batch size (incomplete batches are dropped); with `accumulation`, per micro-batch
         batch_size: usize = (int(1, 1 << 16), DefaultValue::Int(64)),
-        /// training images drawn by `seed` (all of them when the split is smaller)
+        /// micro-batches per optimiser step (gradients averaged): one device reproduces a multi-GPU batch
+        accumulation: usize = (int(1, 1 << 16), DefaultValue::Int(1)),
+        /// distillation weight of the momentum model's targets, ramped over the first epoch (retrieval datasets)
+        alpha: f64 = (float(0.0, 1.0), DefaultValue::Float(0.4)),
+        /// momentum of the momentum model (retrieval datasets)
+        momentum: f64 = (float(0.0, 1.0), DefaultValue::Float(0.995)),
+        /// feature queue length, a multiple of batch_size × accumulation (retrieval datasets)
+        queue_size: usize = (int(1, 1 << 30), DefaultValue::Int(57_600)),
+        /// training images (caption pairs on a retrieval dataset) drawn by `seed` (all of them when the split is smaller)
         train_size: usize = (int(1, 100_000_000), DefaultValue::Int(1000)),
         /// epochs between evaluations (the last epoch is always evaluated)
         eval_every: usize = (int(1, 100_000), DefaultValue::Int(1)),
@@ -238,6 +254,12 @@ pub const DATASET_COMMON_PARAMS: &[ParamSpec] = &[
         ParamType::Str,
         DefaultValue::Str("train"),
         "split calibration, fine-tuning and retraining draw from",
+    ),
+    p(
+        "val_split",
+        ParamType::Str,
+        DefaultValue::Derived,
+        "split retraining picks its best epoch on (reporting the evaluation split at that epoch); default: none, the best evaluated epoch on the evaluation split",
     ),
     p(
         "classnames",

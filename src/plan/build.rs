@@ -408,7 +408,8 @@ impl Builder<'_> {
         // Retraining is measured by its own stage (accuracy before, best, last); evaluation and
         // intrinsic dimension read the pruned model, so a table shows both sides.
         if stages.retrain {
-            let train = retrain_params(self.exp, d);
+            let searched = params_json.get("epochs").and_then(Json::as_u64);
+            let train = retrain_params(self.exp, d, searched);
             let id = self.add(
                 StageKind::Retrain,
                 object(&[("dataset", &ds_spec), ("train", &train)]),
@@ -512,10 +513,16 @@ fn dense_names(model: &str, dataset: &str) -> (String, String) {
 }
 
 /// The retraining parameters for `dataset`: the manifest's, with the Convpass scale and Xavier
-/// flag of a built-in VTAB-1k dataset filled in where the manifest leaves them out (so they are
-/// part of the key).
-pub fn retrain_params(exp: &Experiment, dataset: &str) -> String {
+/// flag of a built-in VTAB-1k dataset filled in where the manifest leaves them out, and with
+/// `search_epochs` the epochs of a method that searched for some (`searched`, UPop's rule), so
+/// all are part of the key.
+pub fn retrain_params(exp: &Experiment, dataset: &str, searched: Option<u64>) -> String {
     let mut params = exp.stages.retrain_params.clone();
+    if params.get("search_epochs").and_then(Json::as_bool) == Some(true)
+        && let Some(epochs) = searched
+    {
+        params.insert("epochs".into(), Json::from(epochs));
+    }
     let vtab = exp.datasets[dataset]
         .params
         .get("prompts")

@@ -441,6 +441,12 @@ pub fn accuracy_vs_efficiency(rows: &[Row]) -> Vec<Figure> {
     out
 }
 
+/// The retrained model's accuracy: top-1, or image→text R@1 on retrieval data (as [`accuracy`]
+/// reads the model before retraining).
+fn retrained(r: &Row) -> Option<f64> {
+    r.retrain_best_top1.or(r.retrain_retrieval[0])
+}
+
 /// Accuracy before and after retraining against sparsity: per method, "before" solid and
 /// "retrained" dashed.
 pub fn retraining(rows: &[Row], data_driven: &dyn Fn(&str) -> bool) -> Option<Figure> {
@@ -454,16 +460,14 @@ pub fn retraining(rows: &[Row], data_driven: &dyn Fn(&str) -> bool) -> Option<Fi
                 Some(r.target_sparsity)
             }
         };
-        let after = method_series(&mine, false, |r| {
-            Some((x(r)?, 100.0 * r.retrain_best_top1?))
-        });
+        let after = method_series(&mine, false, |r| Some((x(r)?, 100.0 * retrained(r)?)));
         if after.is_empty() {
             continue;
         }
         let mut series = Vec::new();
         for a in after {
             let before = method_series(&mine, false, |r| {
-                r.retrain_best_top1?;
+                retrained(r)?;
                 Some((x(r)?, accuracy(r)?))
             })
             .into_iter()
@@ -537,7 +541,8 @@ mod tests {
             eval_seconds: None,
             retrain_best_top1: None,
             retrain_last_top1: None,
-            retrieval: [None; 6],
+            retrieval: [None; 7],
+            retrain_retrieval: [None; 7],
             intrinsic_dimension: [None; 6],
             loss: None,
             efficiency: [None; 10],

@@ -82,10 +82,15 @@ fn cell(v: Option<f64>, scale: f64, decimals: usize) -> String {
 }
 
 /// The report's pivots: accuracy first, then every efficiency measurement present.
-const PIVOTS: [&str; 9] = [
+const PIVOTS: [&str; 14] = [
     "top1",
+    "retrain_best_top1",
     "image_to_text_r1",
     "text_to_image_r1",
+    "r_mean",
+    "retrain_image_to_text_r1",
+    "retrain_text_to_image_r1",
+    "retrain_r_mean",
     "loss",
     "mac_fraction",
     "params_nonzero",

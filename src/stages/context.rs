@@ -172,13 +172,26 @@ pub fn preprocessor(job: &JobSpec, model: &Clip) -> Result<Preprocessor, StageEr
 /// A Karpathy-split retrieval dataset's evaluation split (or, with `train`, its `train_split`).
 pub fn retrieval_set(job: &JobSpec, train: bool) -> Result<RetrievalSet, StageError> {
     let opts = &job.params["dataset"]["options"];
-    let dir = dataset_dir(job)?;
-    let rel = |k: &str, d: &str| dir.join(Path::new(opts[k].as_str().unwrap_or(d)));
     let split = if train {
         opts["train_split"].as_str().unwrap_or("train")
     } else {
         opts["split"].as_str().unwrap_or("test")
     };
+    retrieval_split(job, split)
+}
+
+/// The dataset's `val_split` option: where retraining picks its best epoch, if anywhere.
+pub fn val_split(job: &JobSpec) -> Option<String> {
+    job.params["dataset"]["options"]["val_split"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// A Karpathy-split retrieval dataset's split by name.
+pub fn retrieval_split(job: &JobSpec, split: &str) -> Result<RetrievalSet, StageError> {
+    let opts = &job.params["dataset"]["options"];
+    let dir = dataset_dir(job)?;
+    let rel = |k: &str, d: &str| dir.join(Path::new(opts[k].as_str().unwrap_or(d)));
     Ok(RetrievalSet::open(
         &rel("annotations", "dataset.json"),
         &rel("images", "images"),
@@ -262,7 +275,12 @@ impl Dataset {
     /// Opens a split, every image loaded, and the prompts that name its classes, checked against
     /// its labels.
     pub fn open(&self, train: bool) -> Result<(ImageSet, Prompts), StageError> {
-        let (mut set, prompts) = self.open_labels(train)?;
+        self.open_split(&self.split_name(train))
+    }
+
+    /// [`Dataset::open`] of a split by name.
+    pub fn open_split(&self, split: &str) -> Result<(ImageSet, Prompts), StageError> {
+        let (mut set, prompts) = self.open_split_labels(split)?;
         set.load(&(0..set.len()).collect::<Vec<_>>())?;
         Ok((set, prompts))
     }
@@ -270,7 +288,11 @@ impl Dataset {
     /// As [`Dataset::open`], with no image loaded: a stage that uses a sample of the split
     /// [`ImageSet::load`]s just those rows.
     pub fn open_labels(&self, train: bool) -> Result<(ImageSet, Prompts), StageError> {
-        let set = ImageSet::open_labels(&self.source, &self.split_name(train))?;
+        self.open_split_labels(&self.split_name(train))
+    }
+
+    fn open_split_labels(&self, split: &str) -> Result<(ImageSet, Prompts), StageError> {
+        let set = ImageSet::open_labels(&self.source, split)?;
         let prompts = match (&self.prompts, &set.found_classnames) {
             (Some(p), _) => p.clone(),
             (None, Some(found)) => Prompts {
@@ -288,9 +310,8 @@ impl Dataset {
         set.check_labels(prompts.classnames.len())?;
         if set.is_empty() {
             return Err(StageError::Failed(format!(
-                "{}: split `{}` is empty",
+                "{}: split `{split}` is empty",
                 set.origin.display(),
-                self.split_name(train)
             )));
         }
         Ok((set, prompts))

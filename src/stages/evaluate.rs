@@ -7,11 +7,12 @@ use super::context::{self, Dataset};
 use super::{StageError, StageOutput, efficiency};
 use crate::analysis::metrics;
 use crate::cache::{Cache, EntryBuilder};
-use crate::data::loader;
+use crate::data::retrieval::RetrievalSet;
+use crate::data::{Preprocessor, loader};
 use crate::manifest::schema::{EvaluateParams, Precision};
-use crate::model::{Clip, ClipConfig, zeroshot};
+use crate::model::{Clip, ClipConfig, ClipTokenizer, zeroshot};
 use crate::plan::{JobSpec, StageKind};
-use serde_json::json;
+use serde_json::{Value as Json, json};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -138,10 +139,27 @@ fn retrieval(
     kind: Kind,
     batch: usize,
 ) -> Result<StageOutput, StageError> {
-    let device = model.vs.device();
     let set = context::retrieval_set(job, false)?;
     let tokenizer = context::tokenizer(job)?;
     let pre = context::preprocessor(job, model)?;
+    let metrics = recall(model, &set, &pre, &tokenizer, kind, batch)?;
+    Ok(StageOutput {
+        metrics,
+        transient: vec![],
+    })
+}
+
+/// R@1/5/10 both ways on a retrieval split, their mean (`r_mean`, the reference's model
+/// selection metric) and the split's sizes, as the record holds them.
+pub fn recall(
+    model: &Clip,
+    set: &RetrievalSet,
+    pre: &Preprocessor,
+    tokenizer: &ClipTokenizer,
+    kind: Kind,
+    batch: usize,
+) -> Result<Json, StageError> {
+    let device = model.vs.device();
     let _guard = tch::no_grad_guard();
     let indices: Vec<usize> = (0..set.images.len()).collect();
     let mut image_feats = Vec::new();
@@ -152,7 +170,7 @@ fn retrieval(
                 .map(|px| (chunk.len(), px))
         },
         |(len, px): (usize, Vec<f32>)| -> Result<(), StageError> {
-            let pixels = context::pixels(&px, len, &pre, device, kind);
+            let pixels = context::pixels(&px, len, pre, device, kind);
             image_feats.push(zeroshot::normalize(
                 &model.image_features(&pixels).to_kind(Kind::Float),
             ));
@@ -177,13 +195,12 @@ fn retrieval(
     let sim = Tensor::cat(&image_feats, 0).matmul(&Tensor::cat(&text_feats, 0).tr());
     let owner = Tensor::from_slice(&owner).to_device(device);
     let (i2t, t2i) = metrics::retrieval_recall(&sim, &owner, &[1, 5, 10]);
-    Ok(StageOutput {
-        metrics: json!({
-            "image_to_text_r1": i2t[0], "image_to_text_r5": i2t[1], "image_to_text_r10": i2t[2],
-            "text_to_image_r1": t2i[0], "text_to_image_r5": t2i[1], "text_to_image_r10": t2i[2],
-            "n_images": set.images.len(),
-            "n_texts": texts.len(),
-        }),
-        transient: vec![],
-    })
+    let mean = (i2t.iter().sum::<f64>() + t2i.iter().sum::<f64>()) / 6.0;
+    Ok(json!({
+        "image_to_text_r1": i2t[0], "image_to_text_r5": i2t[1], "image_to_text_r10": i2t[2],
+        "text_to_image_r1": t2i[0], "text_to_image_r5": t2i[1], "text_to_image_r10": t2i[2],
+        "r_mean": mean,
+        "n_images": set.images.len(),
+        "n_texts": texts.len(),
+    }))
 }

@@ -43,8 +43,10 @@ pub struct Row {
     pub eval_seconds: Option<f64>,
     pub retrain_best_top1: Option<f64>,
     pub retrain_last_top1: Option<f64>,
-    /// Recall@k of retrieval datasets, in [`RETRIEVAL_METRICS`] order.
-    pub retrieval: [Option<f64>; 6],
+    /// Recall@k of retrieval datasets and their mean, in [`RETRIEVAL_METRICS`] order.
+    pub retrieval: [Option<f64>; 7],
+    /// The same after retraining (at the selected epoch), in [`RETRAIN_RETRIEVAL`] order.
+    pub retrain_retrieval: [Option<f64>; 7],
     /// Per-tower intrinsic-dimension summaries, in [`ID_SUMMARY`] order.
     pub intrinsic_dimension: [Option<f64>; 6],
     /// Mean zero-shot cross-entropy on the evaluation split.
@@ -74,6 +76,7 @@ impl Row {
             "retrain_best_top1" => self.retrain_best_top1,
             "retrain_last_top1" => self.retrain_last_top1,
             _ => at(&RETRIEVAL_METRICS, &self.retrieval)
+                .or_else(|| at(&RETRAIN_RETRIEVAL, &self.retrain_retrieval))
                 .or_else(|| at(&EFFICIENCY, &self.efficiency))
                 .or_else(|| at(&ID_SUMMARY, &self.intrinsic_dimension)),
         }
@@ -81,13 +84,26 @@ impl Row {
 }
 
 /// The evaluate stage's retrieval metrics, which are also table columns.
-pub const RETRIEVAL_METRICS: [&str; 6] = [
+pub const RETRIEVAL_METRICS: [&str; 7] = [
     "image_to_text_r1",
     "image_to_text_r5",
     "image_to_text_r10",
     "text_to_image_r1",
     "text_to_image_r5",
     "text_to_image_r10",
+    "r_mean",
+];
+
+/// The retrain stage's retrieval metrics at its selected epoch (`metrics.best`), as table
+/// columns.
+pub const RETRAIN_RETRIEVAL: [&str; 7] = [
+    "retrain_image_to_text_r1",
+    "retrain_image_to_text_r5",
+    "retrain_image_to_text_r10",
+    "retrain_text_to_image_r1",
+    "retrain_text_to_image_r5",
+    "retrain_text_to_image_r10",
+    "retrain_r_mean",
 ];
 
 /// The evaluate stage's efficiency measurements (`metrics.efficiency`), which are also table
@@ -313,6 +329,12 @@ fn row(
         retrain_best_top1: metric(&retrain, "best_top1"),
         retrain_last_top1: metric(&retrain, "last_top1"),
         retrieval: RETRIEVAL_METRICS.map(|name| metric(&eval, name)),
+        retrain_retrieval: RETRAIN_RETRIEVAL.map(|name| {
+            let own = name.trim_start_matches("retrain_");
+            retrain
+                .as_ref()
+                .and_then(|r| r.metrics["best"][own].as_f64())
+        }),
         intrinsic_dimension: ID_SUMMARY.map(|name| {
             measured
                 .as_ref()

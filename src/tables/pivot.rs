@@ -32,8 +32,38 @@ pub const METRICS: &[Metric] = &[
         decimals: 2,
     },
     Metric {
+        name: "r_mean",
+        title: "retrieval R mean (%)",
+        scale: 100.0,
+        decimals: 2,
+    },
+    Metric {
+        name: "retrain_image_to_text_r1",
+        title: "image→text R@1 after retraining (%)",
+        scale: 100.0,
+        decimals: 2,
+    },
+    Metric {
+        name: "retrain_text_to_image_r1",
+        title: "text→image R@1 after retraining (%)",
+        scale: 100.0,
+        decimals: 2,
+    },
+    Metric {
+        name: "retrain_r_mean",
+        title: "retrieval R mean after retraining (%)",
+        scale: 100.0,
+        decimals: 2,
+    },
+    Metric {
         name: "top1",
         title: "zero-shot top-1 (%)",
+        scale: 100.0,
+        decimals: 2,
+    },
+    Metric {
+        name: "retrain_best_top1",
+        title: "top-1 after retraining (%)",
         scale: 100.0,
         decimals: 2,
     },

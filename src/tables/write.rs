@@ -1,6 +1,6 @@
 //! Rows → polars DataFrame → `results/<experiment>/<experiment>.{csv,parquet}`, atomically.
 
-use super::collect::{EFFICIENCY, ID_SUMMARY, IdRow, RETRIEVAL_METRICS, Row};
+use super::collect::{EFFICIENCY, ID_SUMMARY, IdRow, RETRAIN_RETRIEVAL, RETRIEVAL_METRICS, Row};
 use crate::util::fsx;
 use polars::prelude::*;
 use std::path::{Path, PathBuf};
@@ -41,6 +41,9 @@ pub fn to_dataframe(rows: &[Row]) -> PolarsResult<DataFrame> {
     ]);
     for (i, name) in RETRIEVAL_METRICS.iter().enumerate() {
         columns.push(col(name, rows, |r| r.retrieval[i]));
+    }
+    for (i, name) in RETRAIN_RETRIEVAL.iter().enumerate() {
+        columns.push(col(name, rows, |r| r.retrain_retrieval[i]));
     }
     for (i, name) in ID_SUMMARY.iter().enumerate() {
         columns.push(col(name, rows, |r| r.intrinsic_dimension[i]));

@@ -3,6 +3,7 @@
 //! a classifier head (SLS retraining, spec structured-and-analysis.md §2.5–2.8).
 
 pub mod adamw;
+pub mod contrastive;
 pub mod convpass;
 pub mod schedule;
 

@@ -34,6 +34,14 @@ pub fn epochs_warmup_cosine(
     }
 }
 
+/// UPop's retraining schedule (spec structured-and-analysis.md §4.5, the reference's
+/// `cosine_lr_schedule`): `(lr − min_lr)·½(1 + cos(π·epoch/epochs)) + min_lr`, set at the start of
+/// each (0-based) epoch.
+pub fn per_epoch_cosine(epoch: usize, epochs: usize, lr: f64, min_lr: f64) -> f64 {
+    let x = std::f64::consts::PI * epoch as f64 / epochs.max(1) as f64;
+    (lr - min_lr) * 0.5 * (1.0 + x.cos()) + min_lr
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,6 +54,24 @@ mod tests {
         assert!((steps_warmup_cosine(55, 100, 10, 1.0) - 0.5).abs() < 1e-12);
         assert!(steps_warmup_cosine(99, 100, 10, 1.0) < 0.001);
         assert!((steps_warmup_cosine(0, 10, 0, 2.0) - 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn per_epoch_cosine_starts_at_lr_and_halves_midway() {
+        assert_eq!(per_epoch_cosine(0, 12, 1e-5, 0.0), 1e-5);
+        assert!((per_epoch_cosine(6, 12, 1e-5, 0.0) - 5e-6).abs() < 1e-18);
+        assert!(
+            (per_epoch_cosine(11, 12, 1e-5, 0.0)
+                - 1e-5 * 0.5 * (1.0 + (std::f64::consts::PI * 11.0 / 12.0).cos()))
+            .abs()
+                < 1e-18
+        );
+        assert!(
+            (per_epoch_cosine(3, 4, 2.0, 1.0)
+                - (1.0 + 0.5 * (1.0 + (0.75 * std::f64::consts::PI).cos())))
+            .abs()
+                < 1e-12
+        );
     }
 
     #[test]

@@ -207,16 +207,47 @@ impl Cx<'_> {
         points: &[GridPoint],
     ) {
         let p = &stages.retrain_params;
-        let convpass = p.get("trainable").and_then(Json::as_str) == Some("head+convpass");
-        let given = p.contains_key("convpass_scale") && p.contains_key("convpass_xavier");
-        if !stages.retrain || !convpass || given {
+        if !stages.retrain {
             return;
         }
+        let retrain_span = || {
+            top.get("stages")
+                .and_then(|e| match &e.node.value {
+                    Value::Table(t) => t.get("retrain"),
+                    _ => None,
+                })
+                .map(|e| e.key_span.clone())
+                .unwrap_or(0..0)
+        };
         let used: BTreeSet<&str> = points
             .iter()
             .filter(|pt| pt.method != DENSE)
             .map(|pt| pt.dataset.as_str())
             .collect();
+        // Retrieval data has no classes: retraining trains the model with the contrastive loss.
+        let trainable = p.get("trainable").and_then(Json::as_str).unwrap_or("");
+        let retrieval: Vec<&str> = used
+            .iter()
+            .copied()
+            .filter(|name| datasets[*name].1.kind == DatasetKind::Retrieval)
+            .collect();
+        if !retrieval.is_empty() && !matches!(trainable, "vision" | "all") {
+            self.d.error_hint(
+                &retrain_span(),
+                "stages.retrain",
+                format!(
+                    "retraining on retrieval dataset {} trains the model with the contrastive loss, not `trainable = \"{trainable}\"`",
+                    retrieval.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+                ),
+                "set `trainable = \"all\"` (UPop's retraining) or \"vision\" in [stages.retrain]",
+            );
+            return;
+        }
+        let convpass = trainable == "head+convpass";
+        let given = p.contains_key("convpass_scale") && p.contains_key("convpass_xavier");
+        if !convpass || given {
+            return;
+        }
         let missing: Vec<&str> = used
             .into_iter()
             .filter(|name| {
@@ -233,14 +264,7 @@ impl Cx<'_> {
         if missing.is_empty() {
             return;
         }
-        let span = top
-            .get("stages")
-            .and_then(|e| match &e.node.value {
-                Value::Table(t) => t.get("retrain"),
-                _ => None,
-            })
-            .map(|e| e.key_span.clone())
-            .unwrap_or(0..0);
+        let span = retrain_span();
         let with_values: Vec<&str> = schema::KNOWN_DATASETS
             .iter()
             .filter(|k| k.convpass.is_some())

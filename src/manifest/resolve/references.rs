@@ -19,7 +19,15 @@ pub const REFERENCE_METRICS: &[&str] = &[
     "text_to_image_r1",
     "text_to_image_r5",
     "text_to_image_r10",
+    "r_mean",
     "retrain_best_top1",
+    "retrain_image_to_text_r1",
+    "retrain_image_to_text_r5",
+    "retrain_image_to_text_r10",
+    "retrain_text_to_image_r1",
+    "retrain_text_to_image_r5",
+    "retrain_text_to_image_r10",
+    "retrain_r_mean",
 ];
 
 const SPECS: &[ParamSpec] = &[

@@ -25,7 +25,6 @@ use crate::manifest::schema::{
     TOWER_CHOICES, Towers, TypedParams,
 };
 use crate::manifest::types::Sparsity;
-use crate::model::clip::TextTower;
 use crate::model::{Clip, TokenBatch, Tower, zeroshot};
 use crate::prune::artifact::Kind;
 use crate::prune::structured::{self, AttentionScale, Structured};
@@ -35,6 +34,7 @@ use crate::stages::checkpoint::{self, Checkpoints};
 use crate::stages::context::{self, Dataset};
 use crate::stages::prune::{Pruned, Pruning, StructuredTower, check_physical};
 use crate::train::AdamW;
+use crate::train::contrastive::{Contrastive, class_head, text_features};
 use crate::util::macs;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -175,14 +175,6 @@ struct Sample {
 struct Progress {
     losses: Vec<f64>,
     updates: Vec<Json>,
-    queue_ptr: i64,
-}
-
-/// The feature queue of the contrastive loss (rows), with its image ids (−100 = empty).
-struct Queue {
-    images: Tensor,
-    texts: Tensor,
-    ids: Tensor,
 }
 
 fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
@@ -276,22 +268,9 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
     let mut opt = AdamW::new(&tensors, params.lr, params.weight_decay);
 
     // The momentum model and the queue (retrieval only).
-    let momentum = retrieval.then(|| {
-        let m = Clip::new(&model.config, device);
-        copy_into(&m, model);
-        m
-    });
-    let embed = model.config.projection_dim;
-    let queue = retrieval.then(|| {
-        let q = params.queue_size as i64;
-        Queue {
-            images: zeroshot::normalize(&Tensor::randn([q, embed], (DType::Float, device))),
-            texts: zeroshot::normalize(&Tensor::randn([q, embed], (DType::Float, device))),
-            ids: Tensor::full([q], -100, (DType::Int64, device)),
-        }
-    });
-
-    let state = |opt: &AdamW| -> Vec<(String, Tensor)> {
+    let mut contrastive =
+        retrieval.then(|| Contrastive::new(model, params.queue_size as i64, params.momentum));
+    let state = |opt: &AdamW, contrastive: &Option<Contrastive>| -> Vec<(String, Tensor)> {
         let mut out = checkpoint::with_optimizer(&named, opt);
         for (i, z) in all_zeta(&zetas).iter().enumerate() {
             out.push((format!("upop.zeta.{i}"), z.shallow_clone()));
@@ -299,15 +278,8 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
         for (i, s) in sums.iter().enumerate() {
             out.push((format!("upop.gradient.{i}"), s.shallow_clone()));
         }
-        if let Some(m) = &momentum {
-            for (n, t) in m.vs.variables() {
-                out.push((format!("upop.momentum.{n}"), t));
-            }
-        }
-        if let Some(q) = &queue {
-            out.push(("upop.queue.images".into(), q.images.shallow_clone()));
-            out.push(("upop.queue.texts".into(), q.texts.shallow_clone()));
-            out.push(("upop.queue.ids".into(), q.ids.shallow_clone()));
+        if let Some(c) = contrastive {
+            out.extend(c.state());
         }
         out
     };
@@ -315,7 +287,7 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
     let mut progress = Progress::default();
     let mut start = 0;
     if let Some(saved) = checkpoints.resume() {
-        saved.restore(&state(&opt))?;
+        saved.restore(&state(&opt, &contrastive))?;
         opt.set_steps(saved.step as i32);
         start = saved.step;
         progress = serde_json::from_value(saved.cursor.clone())
@@ -344,24 +316,19 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
         } else {
             params.alpha * (it as f64 / per_epoch as f64).min(1.0)
         };
-        if let Some(m) = &momentum {
-            momentum_update(m, model, params.momentum);
+        if let Some(c) = &mut contrastive {
+            c.begin_step(model);
         }
         let batch = &order[it * global..(it + 1) * global];
         let text_gates = zeta_of(Tower::Text).map(TowerZeta::gates);
         let vision_gates = zeta_of(Tower::Vision).map(TowerZeta::gates);
         // Classification: the class embeddings once per step through the masked text tower;
         // the micro-batches' gradients meet at a leaf and flow back through it once.
-        let head = prompts.as_ref().map(|(tokens, classes)| {
-            let f = zeroshot::normalize(&text_features(model, tokens, text_gates.as_deref()));
-            let f = f
-                .view([*classes, -1, embed])
-                .mean_dim(1, false, DType::Float);
-            zeroshot::normalize(&f).tr()
-        });
+        let head = prompts
+            .as_ref()
+            .map(|(tokens, classes)| class_head(model, tokens, *classes, text_gates.as_deref()));
         let head_leaf = head.as_ref().map(|h| h.detach().set_requires_grad(true));
         let mut step_loss = 0.0;
-        let mut enqueued: Vec<(Tensor, Tensor, Tensor)> = vec![];
         for chunk in batch.chunks(micro) {
             let picked: Vec<&Sample> = chunk.iter().map(|&k| &samples[k]).collect();
             let idx: Vec<usize> = picked.iter().map(|s| s.image).collect();
@@ -372,21 +339,18 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
             let image = model
                 .visual_projection
                 .forward(&model.vision.forward_gated(&pixels, vision_gates.as_deref()));
-            let task = match (&momentum, &queue, &head_leaf) {
-                (Some(m), Some(q), _) => {
+            let task = match (&mut contrastive, &head_leaf) {
+                (Some(c), _) => {
                     let captions: Vec<String> =
                         picked.iter().filter_map(|s| s.caption.clone()).collect();
                     let tokens = tokenizer.encode(&captions, device)?;
                     let f_i = zeroshot::normalize(&image);
                     let f_t =
                         zeroshot::normalize(&text_features(model, &tokens, text_gates.as_deref()));
-                    let loss =
-                        contrastive(model, m, q, &pixels, &tokens, &f_i, &f_t, &targets, alpha);
-                    enqueued.push((f_i.detach(), f_t.detach(), targets.shallow_clone()));
-                    loss
+                    c.loss(model, &pixels, &tokens, &f_i, &f_t, &targets, alpha)
                 }
-                (_, _, Some(h)) => zeroshot::logits(&image, h).cross_entropy_for_logits(&targets),
-                _ => unreachable!("retrieval has a queue, classification a head"),
+                (None, Some(h)) => zeroshot::logits(&image, h).cross_entropy_for_logits(&targets),
+                (None, None) => unreachable!("retrieval has a queue, classification a head"),
             };
             let mut loss = task.shallow_clone();
             for z in &zetas {
@@ -428,8 +392,8 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
                 }
             }
         });
-        if let Some(q) = &queue {
-            enqueue(q, &enqueued, &mut progress.queue_ptr);
+        if let Some(c) = &mut contrastive {
+            c.end_step();
         }
         if upop::update_due(step, params.interval, total) {
             let pi = upop::ratio(target, step, total);
@@ -442,7 +406,7 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
         checkpoint::test_delay();
         if step + 1 < total && checkpoints.due() {
             let cursor = serde_json::to_value(&progress).expect("progress serialises");
-            checkpoints.save(step + 1, cursor, &state(&opt))?;
+            checkpoints.save(step + 1, cursor, &state(&opt, &contrastive))?;
         }
     }
     let search_seconds = clock.elapsed().as_secs_f64();
@@ -602,118 +566,6 @@ fn apply_update(zetas: &[TowerZeta], sums: &[Tensor], p: f64, pi: f64) -> f64 {
         }
     }
     update.threshold
-}
-
-/// Text features through the (masked) text tower, not normalised.
-fn text_features(
-    model: &Clip,
-    tokens: &TokenBatch,
-    gates: Option<&[crate::model::clip::Gates]>,
-) -> Tensor {
-    let h = model.text.hidden(tokens, gates);
-    model.text_projection.forward(&model.text.pool(&h, tokens))
-}
-
-/// The reference's ITC with the momentum model and the queue (§4.2, steps 1–5).
-#[allow(clippy::too_many_arguments)]
-fn contrastive(
-    model: &Clip,
-    m: &Clip,
-    q: &Queue,
-    pixels: &Tensor,
-    tokens: &TokenBatch,
-    f_i: &Tensor,
-    f_t: &Tensor,
-    ids: &Tensor,
-    alpha: f64,
-) -> Tensor {
-    tch::no_grad(|| {
-        let _ = model.logit_scale.shallow_clone().clamp_(0.0, 4.6052);
-    });
-    let s = model.logit_scale.exp();
-    let (targets_i2t, targets_t2i, images_all, texts_all) = tch::no_grad(|| {
-        let idx_all = Tensor::cat(&[ids, &q.ids], 0);
-        let positives = ids
-            .view([-1, 1])
-            .eq_tensor(&idx_all.view([1, -1]))
-            .to_kind(DType::Float);
-        let sim = &positives / positives.sum_dim_intlist(1, true, DType::Float);
-        let f_im = zeroshot::normalize(&m.image_features(pixels));
-        // The reference's momentum text path ends in the student's `ln_final`.
-        let h = m.text.hidden(tokens, None);
-        let f_tm = zeroshot::normalize(
-            &m.text_projection.forward(
-                &model
-                    .text
-                    .final_layer_norm
-                    .forward(&TextTower::eos_rows(&h, tokens)),
-            ),
-        );
-        let images_all = Tensor::cat(&[&f_im, &q.images], 0);
-        let texts_all = Tensor::cat(&[&f_tm, &q.texts], 0);
-        let s = s.detach();
-        let t_i2t = (&s * f_im.matmul(&texts_all.tr())).softmax(1, DType::Float) * alpha
-            + &sim * (1.0 - alpha);
-        let t_t2i = (&s * f_tm.matmul(&images_all.tr())).softmax(1, DType::Float) * alpha
-            + &sim * (1.0 - alpha);
-        (t_i2t, t_t2i, images_all, texts_all)
-    });
-    let loss = |f: &Tensor, all: &Tensor, t: &Tensor| {
-        -((&s * f.matmul(&all.tr())).log_softmax(1, DType::Float) * t)
-            .sum_dim_intlist(1, false, DType::Float)
-            .mean(DType::Float)
-    };
-    (loss(f_i, &texts_all, &targets_i2t) + loss(f_t, &images_all, &targets_t2i)) / 2.0
-}
-
-/// θ_m ← μ·θ_m + (1 − μ)·θ for every momentum tensor (ζ are not model variables).
-fn momentum_update(m: &Clip, model: &Clip, mu: f64) {
-    let source = model.vs.variables();
-    let _g = tch::no_grad_guard();
-    for (name, t) in m.vs.variables() {
-        let mut t = t;
-        let _ = t.g_mul_scalar_(mu).g_add_(&(&source[&name] * (1.0 - mu)));
-    }
-}
-
-fn copy_into(to: &Clip, from: &Clip) {
-    let source = from.vs.variables();
-    let _g = tch::no_grad_guard();
-    for (name, t) in to.vs.variables() {
-        t.shallow_clone().copy_(&source[&name]);
-    }
-}
-
-/// Writes the step's student features and ids at the queue pointer (§4.2 step 6).
-fn enqueue(q: &Queue, batches: &[(Tensor, Tensor, Tensor)], ptr: &mut i64) {
-    let _g = tch::no_grad_guard();
-    let images = Tensor::cat(
-        &batches
-            .iter()
-            .map(|b| b.0.shallow_clone())
-            .collect::<Vec<_>>(),
-        0,
-    );
-    let texts = Tensor::cat(
-        &batches
-            .iter()
-            .map(|b| b.1.shallow_clone())
-            .collect::<Vec<_>>(),
-        0,
-    );
-    let ids = Tensor::cat(
-        &batches
-            .iter()
-            .map(|b| b.2.shallow_clone())
-            .collect::<Vec<_>>(),
-        0,
-    );
-    let n = images.size()[0];
-    let size = q.ids.size()[0];
-    q.images.narrow(0, *ptr, n).copy_(&images);
-    q.texts.narrow(0, *ptr, n).copy_(&texts);
-    q.ids.narrow(0, *ptr, n).copy_(&ids);
-    *ptr = (*ptr + n) % size;
 }
 
 /// The tower's kept counts per layer, weighted units removed, and encoder MACs before and after.
