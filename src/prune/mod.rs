@@ -15,6 +15,7 @@ pub mod fisher;
 pub mod magnitude;
 pub mod mask;
 mod outcome;
+pub mod platon;
 pub mod sequential;
 pub mod slide;
 pub mod sparsegpt;
