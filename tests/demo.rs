@@ -68,8 +68,8 @@ fn demo_finetunes_far_above_chance() {
             .unwrap()
             .to_string()
     };
-    // dense, 5 methods × 3 sparsities, SLS, Fisher at two MAC budgets, UPop
-    assert_eq!(all.len(), 1 + 5 * 3 + 1 + 2 + 1);
+    // dense, 5 methods × 3 sparsities, SLS, Fisher at two MAC budgets, UPop, PLATON + ID
+    assert_eq!(all.len(), 1 + 5 * 3 + 1 + 2 + 1 + 1);
     let mut top1_at_half = std::collections::BTreeMap::new();
     // SLS: a depth of 1…3 blocks, and achieved sparsity = the fraction of blocks dropped.
     let sls = all.iter().find(|r| field(r, "method") == "sls").unwrap();
@@ -257,10 +257,11 @@ fn demo_finetunes_far_above_chance() {
         0,
         "pruned weights were dropped"
     );
-    assert_eq!(named("masks.safetensors"), 15);
+    // 5 methods × 3 sparsities and PLATON + ID.
+    assert_eq!(named("masks.safetensors"), 16);
 
     // Re-running is the resume: nothing recomputes.
     let (code, log) = run(&["run", "demo.toml"]);
     assert_eq!(code, Some(0));
-    assert!(log.contains("61 cached"), "{log}");
+    assert!(log.contains("65 cached"), "{log}");
 }

@@ -375,19 +375,29 @@ const GOLDEN_FIRST: (&str, &str) = (
 /// (entries declare their artifact kind) changed it from caae7bd1…; the evaluate stage's
 /// `timing` and `timing_repeats` parameters (efficiency columns) from 6c0b84c2…; finetune and
 /// retrain version 2 (resumable, checkpointed) from ad21d4fc…; retraining's UPop parameters
-/// (`accumulation`, `alpha`, `momentum`, `queue_size`, `search_epochs`) from c6888c72….
-const GOLDEN_DIGEST: &str = "de0d0a8b78ca6ce45db5440ff1d6f37ad50e184898aa7933f47ce6b788abd8cb";
+/// (`accumulation`, `alpha`, `momentum`, `queue_size`, `search_epochs`) from c6888c72…; the
+/// intrinsic-dimension stage's `layers` from de0d0a8b….
+const GOLDEN_DIGEST: &str = "81216ea7c9a77747a105f783c00ab56e445bac971e66bcd117fd2c1670557ee5";
 
 /// What a method declares it reads becomes part of the plan: a method that trains on the
 /// training split has the dataset in its key; one scored by the dense model's intrinsic
-/// dimension reads that node (planned even when the manifest does not enable the stage).
+/// dimension reads the per-Linear measurement of that model when its `use_id` is on (planned
+/// even when the manifest does not enable the stage).
 #[test]
 fn declared_method_inputs_become_keys_and_edges() {
+    use orchestrate::manifest::params::p;
+    use orchestrate::manifest::schema::{DefaultValue, ParamType};
     use orchestrate::manifest::schema::{MethodInput, MethodSpec, SparsityAxis};
+    static USE_ID: [orchestrate::manifest::schema::ParamSpec; 1] = [p(
+        "use_id",
+        ParamType::Bool,
+        DefaultValue::Bool(true),
+        "read the ID",
+    )];
     static SCORED: MethodSpec = MethodSpec {
         name: "scored",
         doc: "a method that trains and reads the dense model's intrinsic dimension",
-        params: &[],
+        params: &USE_ID,
         inputs: &[
             MethodInput::TrainingSplit,
             MethodInput::DenseIntrinsicDimension,
@@ -416,14 +426,19 @@ fn declared_method_inputs_become_keys_and_edges() {
         if point.method == "scored" {
             assert!(params.get("dataset").is_some(), "{params}");
             assert_eq!(kinds, vec![StageKind::IntrinsicDimension]);
-            let dense = p
-                .dense
-                .iter()
-                .find(|d| d.model == point.model && d.dataset == point.dataset)
-                .unwrap();
+            let id = &p.nodes[prune.upstream[0]];
+            let measure = &id.params_json()["measure"];
             assert_eq!(
-                prune.upstream,
-                vec![dense.nodes.intrinsic_dimension.unwrap()]
+                (&measure["layers"], &measure["towers"]),
+                (&"linears".into(), &"both".into())
+            );
+            assert!(
+                id.label.contains(&format!(
+                    "{}/{} dense per Linear",
+                    point.model, point.dataset
+                )),
+                "{}",
+                id.label
             );
         } else {
             assert!(params.get("dataset").is_none() && kinds.is_empty());

@@ -4,8 +4,9 @@
 
 use crate::model::Tower;
 use crate::model::clip::TextTower;
-use crate::model::layerwise::{forward, layers, pixel_inputs, token_inputs};
+use crate::model::layerwise::{forward, layers, map_chunks, pixel_inputs, token_inputs};
 use crate::model::{Clip, TokenBatch};
+use tch::nn::Module;
 use tch::{Kind, Tensor};
 
 /// How a layer's hidden states `[n, T, D]` become one vector per sample.
@@ -52,6 +53,45 @@ pub fn per_layer<E>(
     for (l, layer) in layers(model, tower).iter().enumerate() {
         inputs.x = forward(layer, &inputs);
         visit(l + 1, pool(&inputs.x, tokens, pooling))?;
+    }
+    Ok(())
+}
+
+/// The Linears whose outputs the per-Linear layout measures, per block in module order: the ones
+/// PLATON + ID prunes (spec structured-and-analysis.md §1.4, §5.4).
+pub const LINEARS: [&str; 3] = ["self_attn.out_proj", "mlp.fc1", "mlp.fc2"];
+
+/// Calls `visit(l, linear, features)` with the pooled output of every [`LINEARS`] entry of every
+/// encoder layer `l` = 1…L (`fc1` before its activation).
+pub fn per_linear<E>(
+    model: &Clip,
+    inputs: Inputs,
+    pooling: Pooling,
+    mut visit: impl FnMut(usize, &'static str, Tensor) -> Result<(), E>,
+) -> Result<(), E> {
+    let _g = tch::no_grad_guard();
+    let (tower, inputs, tokens) = match inputs {
+        Inputs::Pixels(px) => (Tower::Vision, pixel_inputs(model, px), None),
+        Inputs::Tokens(t) => (Tower::Text, token_inputs(model, t), Some(t)),
+    };
+    let mask = inputs.mask.as_ref();
+    let mut x = inputs.x;
+    for (l, layer) in layers(model, tower).iter().enumerate() {
+        let attended = map_chunks(&x, mask, |x, m| {
+            let a = layer.self_attn.context(&layer.layer_norm1.forward(x), m);
+            layer.self_attn.project(&a)
+        });
+        visit(l + 1, LINEARS[0], pool(&attended, tokens, pooling))?;
+        let h = &x + attended;
+        let fc1 = map_chunks(&h, None, |h, _| {
+            layer.mlp.fc1.forward(&layer.layer_norm2.forward(h))
+        });
+        visit(l + 1, LINEARS[1], pool(&fc1, tokens, pooling))?;
+        let fc2 = map_chunks(&fc1, None, |z, _| {
+            layer.mlp.output(&layer.mlp.activation(z))
+        });
+        visit(l + 1, LINEARS[2], pool(&fc2, tokens, pooling))?;
+        x = h + fc2;
     }
     Ok(())
 }

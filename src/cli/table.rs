@@ -58,7 +58,13 @@ pub fn write(l: &Loaded, results: &Path) -> Result<(Vec<Row>, (PathBuf, PathBuf)
         "cannot write tables in {}",
         dir.display()
     )))?;
-    let id_rows = if l.exp.stages.intrinsic_dimension {
+    // Written when the manifest measures intrinsic dimensions, or a method reads per-Linear ones.
+    let linear_ids = l
+        .plan
+        .dense
+        .iter()
+        .any(|d| d.nodes.linear_intrinsic_dimension.is_some());
+    let id_rows = if l.exp.stages.intrinsic_dimension || linear_ids {
         let id_rows = collect_id(&l.plan, &l.cache, &rows);
         let mut id = id_dataframe(&id_rows).map_err(|e| CliError::Io {
             context: "cannot build the intrinsic-dimension table".into(),

@@ -198,6 +198,16 @@ pub enum Representation {
     Sequence,
 }
 
+/// Which outputs the intrinsic-dimension stage measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdLayout {
+    /// Each encoder layer's output.
+    Blocks,
+    /// The outputs of `out_proj`, `fc1` and `fc2` of every layer (spec §1.4, §5.4).
+    Linears,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EstimatorName {
@@ -212,6 +222,8 @@ crate::params! {
         n: usize = (int(3, 1_000_000), DefaultValue::Int(2000)),
         /// towers measured
         towers: Towers = (TOWER_CHOICES, DefaultValue::Str("vision")),
+        /// what is measured: each encoder layer's output, or the output of every Linear PLATON + ID prunes (out_proj, fc1, fc2 of every layer)
+        layers: IdLayout = (ParamType::Choice(&["blocks", "linears"]), DefaultValue::Str("blocks")),
         /// per sample: the CLS (vision) / EOS (text) token, the token mean, or the whole sequence flattened
         representation: Representation = (ParamType::Choice(&["token", "mean", "sequence"]), DefaultValue::Str("token")),
         /// TwoNN variant

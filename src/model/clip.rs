@@ -165,6 +165,11 @@ impl Mlp {
         activate(&self.fc1.forward(m), self.act)
     }
 
+    /// The activation applied to `fc1`'s output.
+    pub fn activation(&self, z: &Tensor) -> Tensor {
+        activate(z, self.act)
+    }
+
     /// [`Mlp::hidden`] with UPop's ζ_m (`[F]`) multiplying `fc1`'s output before the activation.
     pub fn hidden_gated(&self, m: &Tensor, neurons: Option<&Tensor>) -> Tensor {
         match neurons {

@@ -46,6 +46,8 @@ pub struct PointNodes {
     pub retrain: Option<NodeId>,
     pub evaluate: Option<NodeId>,
     pub intrinsic_dimension: Option<NodeId>,
+    /// The per-Linear measurement a method reads (dense models only).
+    pub linear_intrinsic_dimension: Option<NodeId>,
 }
 
 /// A dense baseline: the unpruned model's evaluation on one dataset.
@@ -392,8 +394,13 @@ impl Builder<'_> {
             }
         }
         // A method scored by the dense model's intrinsic dimension reads that measurement.
-        if method.spec.needs(MethodInput::DenseIntrinsicDimension) {
-            prune_up.push(self.dense_intrinsic_dimension(m, d, &ds_inputs));
+        // A method that can weight its scores by the dense model's per-Linear intrinsic dimension
+        // reads it when its `use_id` is on.
+        if method.spec.needs(MethodInput::DenseIntrinsicDimension)
+            && params_json.get("use_id").and_then(Json::as_bool) == Some(true)
+        {
+            let id = self.dense_linear_intrinsic_dimension(m, d, &ds_inputs, &params_json);
+            prune_up.push(id);
         }
         let prune = self.add(
             StageKind::Prune,
@@ -432,24 +439,41 @@ impl Builder<'_> {
 
     /// The dense model's intrinsic-dimension node for (model, dataset), planned even when the
     /// manifest does not enable the stage (a method reads it).
-    fn dense_intrinsic_dimension(
+    /// The dense model's intrinsic dimension per pruned Linear (`layers = "linears"`, both towers),
+    /// with the [stages.intrinsic_dimension] estimator settings and the method's sample count and
+    /// representation (`id_samples`, `id_representation`). Shared by every point that reads it.
+    fn dense_linear_intrinsic_dimension(
         &mut self,
         model: &str,
         dataset: &str,
         ds_inputs: &[Input],
+        method: &serde_json::Map<String, Json>,
     ) -> NodeId {
         let pair = (model.to_string(), dataset.to_string());
-        let (mref, dense) = self.models[&pair].clone();
-        if let Some(id) = dense.nodes.intrinsic_dimension {
-            return id;
-        }
+        let (mref, _) = self.models[&pair].clone();
         let ds_spec = self.dataset_spec(dataset);
+        let mut params = self.exp.stages.intrinsic_dimension_params.clone();
+        params.insert("layers".into(), Json::from("linears"));
+        params.insert("towers".into(), Json::from("both"));
+        for (own, theirs) in [("id_samples", "n"), ("id_representation", "representation")] {
+            if let Some(v) = method.get(own) {
+                params.insert(theirs.into(), v.clone());
+            }
+        }
+        let measure = canonical(&Json::Object(params));
         let upstream = mref.finetune.into_iter().collect();
         let inputs = [mref.inputs.as_slice(), ds_inputs].concat();
         let (what, slot) = dense_names(model, dataset);
-        let id = self.intrinsic_dimension(&ds_spec, upstream, inputs, &what, &slot);
+        let id = self.add(
+            StageKind::IntrinsicDimension,
+            object(&[("dataset", &ds_spec), ("measure", &measure)]),
+            upstream,
+            inputs,
+            || format!("intrinsic-dimension {what} per Linear"),
+            || format!("intrinsic-dimension|{slot}|linears"),
+        );
         if let Some((_, d)) = self.models.get_mut(&pair) {
-            d.nodes.intrinsic_dimension = Some(id);
+            d.nodes.linear_intrinsic_dimension = Some(id);
         }
         id
     }

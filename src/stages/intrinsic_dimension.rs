@@ -6,7 +6,10 @@
 //! smaller), preprocessed as for evaluation; for the text tower, the distinct prompts
 //! (class × template) of a classification dataset or the distinct captions of a retrieval
 //! dataset, at most `n` of them in a seeded order. The record holds one entry per
-//! tower and layer: dimension, IDVL spread, points kept, duplicates, degenerate points.
+//! tower and layer: dimension, IDVL spread, points kept, duplicates, degenerate points. With
+//! `layers = "linears"` it measures instead the output of every Linear PLATON + ID prunes
+//! (`out_proj`, `fc1`, `fc2` of each layer, vision first: the ID vector of spec §1.4), each
+//! record naming its module.
 
 use super::calibrate::draw;
 use super::context::{self, Dataset};
@@ -16,7 +19,7 @@ use crate::analysis::twonn::{self, Estimator};
 use crate::cache::{Cache, EntryBuilder};
 use crate::data::retrieval::RetrievalSet;
 use crate::data::{DataError, ImageSet, Prompts};
-use crate::manifest::schema::{EstimatorName, IntrinsicDimensionParams, Representation};
+use crate::manifest::schema::{EstimatorName, IdLayout, IntrinsicDimensionParams, Representation};
 use crate::model::Tower;
 use crate::plan::JobSpec;
 use image::RgbImage;
@@ -52,17 +55,27 @@ pub fn run(
     for tower in towers {
         let clock = Instant::now();
         let mut layers = Vec::new();
-        let mut measure = |layer: usize, features: tch::Tensor| -> Result<(), StageError> {
+        let mut measure = |layer: usize,
+                           linear: Option<&str>,
+                           features: tch::Tensor|
+         -> Result<(), StageError> {
+            // The module measured: its HF name (layers are 1-based here, 0-based in names).
+            let module = match linear {
+                Some(l) => format!("{}encoder.layers.{}.{l}", tower.prefix(), layer - 1),
+                None => format!("{}encoder.layers.{}", tower.prefix(), layer - 1),
+            };
             let m = twonn::measure(&features, estimator).map_err(|e| {
                 let hint = if e.is_collapse() {
                     "; the representations collapse (try representation = \"sequence\" or more samples)"
                 } else {
                     ""
                 };
-                StageError::Failed(format!("{} layer {layer}: {e}{hint}", tower.name()))
+                StageError::Failed(format!("{module}: {e}{hint}"))
             })?;
             layers.push(json!({
                 "layer": layer,
+                "linear": linear,
+                "module": module,
                 "dimension": m.dimension,
                 "std": m.std,
                 "kept": m.fit.kept,
@@ -79,13 +92,25 @@ pub fn run(
                 let pre = context::preprocessor(job, &model)?;
                 let px = pre.batch(&indices, |i| samples.image(i))?;
                 let pixels = context::pixels(&px, indices.len(), &pre, device, tch::Kind::Float);
-                representation::per_layer(&model, Inputs::Pixels(&pixels), pooling, &mut measure)?;
+                walk(
+                    &model,
+                    Inputs::Pixels(&pixels),
+                    pooling,
+                    p.layers,
+                    &mut measure,
+                )?;
                 indices.len()
             }
             Tower::Text => {
                 let texts = samples.texts(n, seed);
                 let tokens = context::tokenizer(job)?.encode(&texts, device)?;
-                representation::per_layer(&model, Inputs::Tokens(&tokens), pooling, &mut measure)?;
+                walk(
+                    &model,
+                    Inputs::Tokens(&tokens),
+                    pooling,
+                    p.layers,
+                    &mut measure,
+                )?;
                 texts.len()
             }
         };
@@ -100,12 +125,35 @@ pub fn run(
         metrics: json!({
             "split": samples.split,
             "representation": p.representation,
+            "layers": p.layers,
             "estimator": p.estimator,
             "towers": out,
             "summary": summary(&out),
         }),
         transient: vec![],
     })
+}
+
+/// Measures one output: (layer, the Linear within it if per-Linear, the features).
+type Measure<'a> = dyn FnMut(usize, Option<&str>, tch::Tensor) -> Result<(), StageError> + 'a;
+
+/// Visits every measured output of a tower in module order: each layer's, or each pruned
+/// Linear's.
+fn walk(
+    model: &crate::model::Clip,
+    inputs: Inputs,
+    pooling: Pooling,
+    layout: IdLayout,
+    measure: &mut Measure,
+) -> Result<(), StageError> {
+    match layout {
+        IdLayout::Blocks => {
+            representation::per_layer(model, inputs, pooling, |l, f| measure(l, None, f))
+        }
+        IdLayout::Linears => representation::per_linear(model, inputs, pooling, |l, name, f| {
+            measure(l, Some(name), f)
+        }),
+    }
 }
 
 /// Where the measured samples come from: a classification dataset's training split (texts: its

@@ -61,6 +61,46 @@ impl Pruning<'_> {
         Ok(Pruned::masks(outcome, pattern))
     }
 
+    /// The dense model's intrinsic dimension per pruned Linear, `(module, ID)` in the measured
+    /// order (vision layers first), from the upstream per-Linear measurement.
+    pub fn linear_intrinsic_dimensions(&self) -> Result<Vec<(String, f64)>, StageError> {
+        let up = self
+            .job
+            .upstream
+            .iter()
+            .find(|u| u.kind == StageKind::IntrinsicDimension)
+            .ok_or_else(|| {
+                StageError::Failed("this method needs the dense model's per-Linear intrinsic dimension upstream; re-plan the manifest".into())
+            })?;
+        let record = match self.cache.lookup(&up.key, false) {
+            Lookup::Done(r) | Lookup::Evicted(r) => r,
+            other => {
+                return Err(StageError::Upstream {
+                    kind: up.kind,
+                    key: up.key.clone(),
+                    why: other.describe(),
+                });
+            }
+        };
+        let mut out = Vec::new();
+        for tower in record.metrics["towers"].as_array().into_iter().flatten() {
+            for layer in tower["layers"].as_array().into_iter().flatten() {
+                match (layer["module"].as_str(), layer["dimension"].as_f64()) {
+                    (Some(m), Some(d)) if layer["linear"].is_string() => {
+                        out.push((m.to_string(), d))
+                    }
+                    _ => {
+                        return Err(StageError::Failed(format!(
+                            "upstream intrinsic-dimension entry {} is not a per-Linear measurement",
+                            up.key
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The grid's sparsity as a fraction (structured methods: of the MACs removed).
     pub fn fraction(&self) -> Result<f64, StageError> {
         match self.pattern()? {
@@ -87,6 +127,8 @@ pub enum Pruned {
         blocksize: Option<i64>,
         /// Method-specific documented deviations that apply.
         deviations: Vec<&'static str>,
+        /// A method that trains: its record (steps, loss curve, masking events, ...).
+        training: Option<Json>,
     },
     Depth {
         selection: depth::Selection,
@@ -179,7 +221,15 @@ impl Pruned {
             pattern,
             blocksize: None,
             deviations: vec![],
+            training: None,
         }
+    }
+
+    pub fn with_training(mut self, record: Json) -> Self {
+        if let Pruned::Masks { training, .. } = &mut self {
+            *training = Some(record);
+        }
+        self
     }
 
     pub fn with_blocksize(mut self, b: i64) -> Self {
@@ -253,6 +303,7 @@ pub fn run(
             pattern,
             blocksize,
             deviations: own,
+            training,
         } => {
             artifact::write(&p.model, &outcome, &dir)?;
             let mut metrics = mask_metrics(&outcome, pattern, blocksize);
@@ -264,6 +315,9 @@ pub fn run(
                 &own,
                 calibration_drawn(job, cache),
             ));
+            if let Some(t) = training {
+                metrics["training"] = t;
+            }
             metrics
         }
         Pruned::Depth { selection, alpha } => {

@@ -138,6 +138,8 @@ pub struct IdRow {
     pub point: Row,
     pub tower: Option<String>,
     pub layer: Option<i64>,
+    /// The module measured (`…encoder.layers.3` or, per Linear, `…encoder.layers.3.mlp.fc1`).
+    pub module: Option<String>,
     pub dimension: Option<f64>,
     pub std: Option<f64>,
     pub kept: Option<i64>,
@@ -156,10 +158,14 @@ pub fn collect_id(plan: &Plan, cache: &Cache, rows: &[Row]) -> Vec<IdRow> {
         .map(|d| &d.nodes)
         .chain(plan.points.iter());
     let mut out = Vec::new();
-    for (row, nodes) in rows.iter().zip(nodes) {
-        let Some(id) = nodes.intrinsic_dimension else {
-            continue;
-        };
+    // Each point's measurement, and a dense model's per-Linear one (what PLATON + ID reads).
+    let measured = rows.iter().zip(nodes).flat_map(|(row, nodes)| {
+        [nodes.intrinsic_dimension, nodes.linear_intrinsic_dimension]
+            .into_iter()
+            .flatten()
+            .map(move |id| (row, id))
+    });
+    for (row, id) in measured {
         let record = match cache.lookup(&plan.nodes[id].key, false) {
             Lookup::Done(r) | Lookup::Evicted(r) => Some(r),
             _ => None,
@@ -180,6 +186,7 @@ pub fn collect_id(plan: &Plan, cache: &Cache, rows: &[Row]) -> Vec<IdRow> {
                 point,
                 tower: None,
                 layer: None,
+                module: None,
                 dimension: None,
                 std: None,
                 kept: None,
@@ -195,6 +202,7 @@ pub fn collect_id(plan: &Plan, cache: &Cache, rows: &[Row]) -> Vec<IdRow> {
                     point: row.clone(),
                     tower: t["tower"].as_str().map(str::to_string),
                     layer: l["layer"].as_i64(),
+                    module: l["module"].as_str().map(str::to_string),
                     dimension: l["dimension"].as_f64(),
                     std: l["std"].as_f64(),
                     kept: l["kept"].as_i64(),

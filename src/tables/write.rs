@@ -66,6 +66,7 @@ pub fn id_dataframe(rows: &[IdRow]) -> PolarsResult<DataFrame> {
     columns.extend([
         col("tower", rows, |r| r.tower.clone()),
         col("layer", rows, |r| r.layer),
+        col("module", rows, |r| r.module.clone()),
         col("intrinsic_dimension", rows, |r| r.dimension),
         col("std", rows, |r| r.std),
         col("kept", rows, |r| r.kept),

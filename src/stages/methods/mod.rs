@@ -6,9 +6,11 @@
 
 mod fisher;
 mod magnitude;
+mod platon;
 mod slide;
 mod sls;
 mod sparsegpt;
+mod training;
 mod upop;
 mod wanda;
 
@@ -39,6 +41,7 @@ pub const METHODS: &[&Method] = &[
     &fisher::METHOD,
     &fisher::STORED,
     &upop::METHOD,
+    &platon::METHOD,
 ];
 
 static SPECS: LazyLock<Vec<&'static MethodSpec>> =

@@ -18,6 +18,7 @@
 //! Deviations (documented): training images use the evaluation preprocessing (no random crop or
 //! RandAugment); batches are drawn per epoch by the point's seed.
 
+use super::training::{self, TrainingData};
 use super::{Method, decode};
 use crate::manifest::params::{float, int, positive};
 use crate::manifest::schema::{
@@ -25,20 +26,17 @@ use crate::manifest::schema::{
     TOWER_CHOICES, Towers, TypedParams,
 };
 use crate::manifest::types::Sparsity;
-use crate::model::{Clip, TokenBatch, Tower, zeroshot};
+use crate::model::{Clip, TokenBatch, Tower};
 use crate::prune::artifact::Kind;
 use crate::prune::structured::{self, AttentionScale, Structured};
 use crate::prune::upop::{self, TowerZeta};
 use crate::stages::StageError;
 use crate::stages::checkpoint::{self, Checkpoints};
-use crate::stages::context::{self, Dataset};
+use crate::stages::context;
 use crate::stages::prune::{Pruned, Pruning, StructuredTower, check_physical};
 use crate::train::AdamW;
-use crate::train::contrastive::{Contrastive, class_head, text_features};
+use crate::train::contrastive::{Contrastive, text_features};
 use crate::util::macs;
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 use std::time::Instant;
@@ -160,16 +158,6 @@ fn towers_of(params: &serde_json::Map<String, Json>) -> Vec<Tower> {
     }
 }
 
-/// Preprocessed pixels of training images by index.
-type Decode = dyn Fn(&[usize]) -> Result<Vec<f32>, StageError>;
-
-/// One training sample: an image and its caption's image id (retrieval), or its label.
-struct Sample {
-    image: usize,
-    caption: Option<String>,
-    target: i64,
-}
-
 /// Where the search stands between steps: what a checkpoint's cursor holds besides tensors.
 #[derive(Serialize, Deserialize, Default)]
 struct Progress {
@@ -185,67 +173,11 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
     let target = p.fraction()?;
     let seed = job.params["seed"].as_u64().unwrap_or(0);
     tch::manual_seed(seed as i64);
-    let pre = context::preprocessor(job, model)?;
-    let tokenizer = context::tokenizer(job)?;
-    let retrieval = job.params["dataset"]["kind"].as_str() == Some("retrieval");
-
-    // The training samples and how to decode their images.
-    let (samples, images): (Vec<Sample>, Box<Decode>) = if retrieval {
-        let set = context::retrieval_set(job, true)?;
-        let samples = set
-            .captions
-            .iter()
-            .enumerate()
-            .flat_map(|(i, caps)| {
-                caps.iter().map(move |c| Sample {
-                    image: i,
-                    caption: Some(c.clone()),
-                    target: i as i64,
-                })
-            })
-            .collect();
-        let pre = pre.clone();
-        (
-            samples,
-            Box::new(move |idx: &[usize]| Ok(pre.batch(idx, |i| set.image(i))?)),
-        )
-    } else {
-        let (set, _) = Dataset::from_job(job)?.open(true)?;
-        let samples = (0..set.len())
-            .map(|i| Sample {
-                image: i,
-                caption: None,
-                target: set.label(i),
-            })
-            .collect();
-        let pre = pre.clone();
-        (
-            samples,
-            Box::new(move |idx: &[usize]| Ok(pre.batch(idx, |i| set.image(i))?)),
-        )
-    };
-    let prompts = if retrieval {
-        None
-    } else {
-        let (_, prompts) = Dataset::from_job(job)?.open_labels(true)?;
-        let all: Vec<String> = (0..prompts.classnames.len())
-            .flat_map(|c| prompts.class_prompts(c))
-            .collect();
-        Some((
-            tokenizer.encode(&all, device)?,
-            prompts.classnames.len() as i64,
-        ))
-    };
-
+    let data = TrainingData::open(p)?;
+    let retrieval = data.retrieval;
     let (micro, accumulation) = (params.batch_size, params.accumulation);
     let global = micro * accumulation;
-    let per_epoch = samples.len() / global;
-    if per_epoch == 0 {
-        return Err(StageError::Failed(format!(
-            "method `upop`: the training split has {} samples, fewer than one step's global batch of {global} (batch_size × accumulation); lower them",
-            samples.len()
-        )));
-    }
+    let per_epoch = data.steps_per_epoch(global, "upop")?;
     let total = (per_epoch * params.epochs) as u64;
 
     // ζ: vision first, then text (the ranking's order).
@@ -303,75 +235,31 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
     for step in start..total {
         let (epoch, it) = (step as usize / per_epoch, step as usize % per_epoch);
         if order_epoch != epoch {
-            // Epoch e's order depends on (seed, e) only, so a resumed run draws the same.
-            let mut rng = ChaCha8Rng::seed_from_u64(
-                seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch as u64),
-            );
-            order = (0..samples.len()).collect();
-            order.shuffle(&mut rng);
+            order = data.epoch_order(seed, epoch);
             order_epoch = epoch;
         }
-        let alpha = if epoch > 0 {
-            params.alpha
-        } else {
-            params.alpha * (it as f64 / per_epoch as f64).min(1.0)
-        };
-        if let Some(c) = &mut contrastive {
-            c.begin_step(model);
-        }
+        let alpha = training::alpha_at(params.alpha, epoch, it, per_epoch);
         let batch = &order[it * global..(it + 1) * global];
         let text_gates = zeta_of(Tower::Text).map(TowerZeta::gates);
         let vision_gates = zeta_of(Tower::Vision).map(TowerZeta::gates);
-        // Classification: the class embeddings once per step through the masked text tower;
-        // the micro-batches' gradients meet at a leaf and flow back through it once.
-        let head = prompts
-            .as_ref()
-            .map(|(tokens, classes)| class_head(model, tokens, *classes, text_gates.as_deref()));
-        let head_leaf = head.as_ref().map(|h| h.detach().set_requires_grad(true));
-        let mut step_loss = 0.0;
-        for chunk in batch.chunks(micro) {
-            let picked: Vec<&Sample> = chunk.iter().map(|&k| &samples[k]).collect();
-            let idx: Vec<usize> = picked.iter().map(|s| s.image).collect();
-            let px = images(&idx)?;
-            let pixels = context::pixels(&px, idx.len(), &pre, device, DType::Float);
-            let targets = Tensor::from_slice(&picked.iter().map(|s| s.target).collect::<Vec<_>>())
-                .to_device(device);
-            let image = model
-                .visual_projection
-                .forward(&model.vision.forward_gated(&pixels, vision_gates.as_deref()));
-            let task = match (&mut contrastive, &head_leaf) {
-                (Some(c), _) => {
-                    let captions: Vec<String> =
-                        picked.iter().filter_map(|s| s.caption.clone()).collect();
-                    let tokens = tokenizer.encode(&captions, device)?;
-                    let f_i = zeroshot::normalize(&image);
-                    let f_t =
-                        zeroshot::normalize(&text_features(model, &tokens, text_gates.as_deref()));
-                    c.loss(model, &pixels, &tokens, &f_i, &f_t, &targets, alpha)
-                }
-                (None, Some(h)) => zeroshot::logits(&image, h).cross_entropy_for_logits(&targets),
-                (None, None) => unreachable!("retrieval has a queue, classification a head"),
-            };
-            let mut loss = task.shallow_clone();
-            for z in &zetas {
-                let (a, m) = z.l1();
-                loss = loss + a * w_attn + m * w_mlp;
-            }
-            (loss / accumulation as f64).backward();
-            let value = task.double_value(&[]);
-            if !value.is_finite() {
-                return Err(StageError::Failed(format!(
-                    "method `upop`: the search diverged at step {step} (loss {value}); lower `lr`"
-                )));
-            }
-            step_loss += value / accumulation as f64;
-        }
-        if let (Some(h), Some(leaf)) = (&head, &head_leaf) {
-            let g = leaf.grad();
-            if g.defined() {
-                (h * g).sum(DType::Float).backward();
-            }
-        }
+        let l1 = || {
+            zetas
+                .iter()
+                .map(|z| {
+                    let (a, m) = z.l1();
+                    a * w_attn + m * w_mlp
+                })
+                .reduce(|a, b| a + b)
+        };
+        let step_loss = data.step(
+            model,
+            batch,
+            micro,
+            &mut contrastive,
+            (vision_gates.as_deref(), text_gates.as_deref()),
+            alpha,
+            &l1,
+        )?;
         opt.step(&tensors);
         tch::no_grad(|| {
             for t in &tensors {
@@ -392,9 +280,6 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
                 }
             }
         });
-        if let Some(c) = &mut contrastive {
-            c.end_step();
-        }
         if upop::update_due(step, params.interval, total) {
             let pi = upop::ratio(target, step, total);
             let update = apply_update(&zetas, &sums, target, pi);
@@ -431,9 +316,8 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
             let _g = tch::no_grad_guard();
             let (masked, physical) = match z.tower {
                 Tower::Vision => {
-                    let n = params.check_samples.min(samples.len());
-                    let idx: Vec<usize> = (0..n).map(|k| samples[k].image).collect();
-                    let pixels = context::pixels(&images(&idx)?, n, &pre, device, DType::Float);
+                    let n = params.check_samples.min(data.samples.len());
+                    let pixels = data.pixels(&(0..n).collect::<Vec<_>>())?;
                     (
                         model
                             .visual_projection
@@ -442,15 +326,16 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
                     )
                 }
                 Tower::Text => {
-                    let tokens = match &prompts {
+                    let tokens = match &data.prompts {
                         Some((tokens, _)) => first_rows(tokens, params.check_samples as i64),
                         None => {
-                            let captions: Vec<String> = samples
+                            let captions: Vec<String> = data
+                                .samples
                                 .iter()
                                 .take(params.check_samples)
                                 .filter_map(|s| s.caption.clone())
                                 .collect();
-                            tokenizer.encode(&captions, device)?
+                            data.tokenizer.encode(&captions, device)?
                         }
                     };
                     (
@@ -494,7 +379,7 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
             "steps": total,
             "steps_per_epoch": per_epoch,
             "global_batch": global,
-            "train_samples": samples.len(),
+            "train_samples": data.samples.len(),
             "first_loss": progress.losses.first(),
             "final_loss": progress.losses.last(),
             "loss_curve": progress.losses.iter().step_by(stride).collect::<Vec<_>>(),
