@@ -63,7 +63,7 @@ test: $(TEST_STAMP) $(BROWSER_STAMP)
 	$(CARGO) build --release --locked
 
 bench: $(TEST_STAMP)
-	$(CARGO) bench --locked --features test-stages --bench core --bench clip --bench prune --bench analysis --bench data --bench fisher --bench upop
+	$(CARGO) bench --locked --features test-stages --bench core --bench clip --bench prune --bench analysis --bench data --bench fisher --bench upop --bench platon
 
 lint: $(STAMP)
 	$(CARGO) fmt --check

@@ -112,12 +112,19 @@ fn demo_finetunes_far_above_chance() {
 
     // Intrinsic dimension of every model's vision layers (3 in the tiny preset, D after SLS),
     // dense and pruned: the long table has one row per point and layer, the main table the
-    // summaries.
+    // summaries; plus the dense model's per-Linear measurement PLATON + ID reads (out_proj, fc1,
+    // fc2 of 3 vision and 2 text layers, on 500 images), each row naming its module.
     let id_csv = std::fs::read_to_string(d.join("results/demo/demo_id.csv")).unwrap();
     let mut id_rows = csv::Reader::from_reader(id_csv.as_bytes());
     let id_headers = id_rows.headers().unwrap().clone();
-    let id_all: Vec<csv::StringRecord> = id_rows.records().map(Result::unwrap).collect();
+    let (per_linear, id_all): (Vec<csv::StringRecord>, Vec<csv::StringRecord>) =
+        id_rows.records().map(Result::unwrap).partition(|r| {
+            r.iter().any(|f| {
+                f.ends_with(".mlp.fc1") || f.ends_with(".out_proj") || f.ends_with(".mlp.fc2")
+            })
+        });
     assert_eq!(id_all.len(), (all.len() - 1) * 3 + depth as usize);
+    assert_eq!(per_linear.len(), (3 + 2) * 3);
     let at = |r: &csv::StringRecord, name: &str| {
         r.get(id_headers.iter().position(|h| h == name).unwrap())
             .unwrap()

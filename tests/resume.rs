@@ -1,5 +1,5 @@
 //! Training stages resume from their checkpoints: SIGKILL the driver while fine-tuning, run
-//! again, SIGKILL it while UPop searches or a model retrains, run again — and every trained
+//! again, SIGKILL it while UPop searches, PLATON prunes or a model retrains, run again — and every trained
 //! tensor and metric equals an uninterrupted run's, bit for bit, with the records saying where
 //! each killed stage resumed.
 
@@ -27,7 +27,7 @@ seed = 0
 [grid]
 model = ["tiny"]
 dataset = ["shapes"]
-method = ["magnitude", "upop"]
+method = ["magnitude", "upop", "platon"]
 sparsity = [0.5]
 
 [methods.upop]
@@ -35,6 +35,13 @@ epochs = 3
 interval = 4
 batch_size = 8
 accumulation = 2
+
+[methods.platon]
+epochs = 2
+batch_size = 16
+final_warmup = 0.5
+use_id = true
+id_samples = 40
 
 [stages.finetune]
 steps = 24
@@ -131,7 +138,7 @@ fn killed_training_stages_resume_to_an_uninterrupted_result() {
 
     let p = project();
     let mut killed: Vec<String> = vec![];
-    for _ in 0..3 {
+    for _ in 0..4 {
         if let Some(key) = kill_mid_training(&p, &killed) {
             killed.push(key);
         }
@@ -186,6 +193,16 @@ fn killed_training_stages_resume_to_an_uninterrupted_result() {
                     "{label}: {metric}"
                 );
             }
+            // PLATON's record, less where it resumed: loss curve, masking events, ID vector.
+            let training = |r: &serde_json::Value| {
+                let mut t = r["metrics"]["training"].clone();
+                if let Some(t) = t.as_object_mut() {
+                    t.remove("resumed_from_step");
+                    t.remove("checkpoint_discarded");
+                }
+                t
+            };
+            assert_eq!(training(&a), training(&b), "{label}: training");
             // The checkpoints are spent once the entry is published.
             assert!(!p.results().join("cache/scratch").join(&key).exists());
         }

@@ -116,13 +116,104 @@ impl Schedule {
     }
 }
 
+/// One masking event: the step, the remaining ratio, the threshold (none at the exact final
+/// event) and the entries zeroed.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Event {
+    pub step: u64,
+    pub remaining: f64,
+    pub threshold: Option<f64>,
+    pub zeroed: i64,
+}
+
+/// Scores the masked tensors after every optimiser step and masks them on the schedule.
+pub struct Pruner {
+    pub importance: Importance,
+    pub smoothing: Smoothing,
+    pub schedule: Schedule,
+    /// The ID-pruning reference's per-tensor floor.
+    pub floor: bool,
+    /// Per masked tensor, its Linear's intrinsic dimension (`use_id`).
+    pub ids: Option<Vec<f64>>,
+    /// The fraction of the masked entries removed at the end.
+    pub sparsity: f64,
+    pub scores: Vec<Scores>,
+}
+
+impl Pruner {
+    /// Restarts every tensor's state from 0 (the reference's new pruner each epoch).
+    pub fn reset(&mut self, masked: &[Tensor]) {
+        self.scores = masked.iter().map(Scores::zeros_like).collect();
+    }
+
+    /// After optimiser step `t` (1-based) with the step's gradients still on `masked`: updates
+    /// the importance and, when the schedule says so (and at the last step, exactly to the
+    /// target count), zeroes weights. Returns the masks and the event when it masked.
+    pub fn step(
+        &mut self,
+        masked: &[Tensor],
+        t: u64,
+    ) -> Result<Option<(Vec<Tensor>, Event)>, PruneError> {
+        let (remaining, masking) = self.schedule.at(t);
+        let last = t == self.schedule.total;
+        let (importance, smoothing) = (self.importance, self.smoothing);
+        let current: Vec<Tensor> = tch::no_grad(|| {
+            masked
+                .iter()
+                .zip(self.scores.iter_mut())
+                .map(|(w, s)| {
+                    let g = w.grad();
+                    let sensitivity = if g.defined() {
+                        (w * &g).abs()
+                    } else {
+                        w.zeros_like()
+                    };
+                    match importance {
+                        Importance::Platon => {
+                            s.update(&sensitivity, t, smoothing);
+                            s.score(smoothing)
+                        }
+                        Importance::Taylor => sensitivity,
+                        Importance::Magnitude => w.abs(),
+                    }
+                })
+                .collect()
+        });
+        if !(masking || last) {
+            return Ok(None);
+        }
+        let weighted: Vec<Tensor> = match &self.ids {
+            Some(ids) => current.iter().zip(ids).map(|(s, id)| s * *id).collect(),
+            None => current,
+        };
+        let (threshold, masks) = if last {
+            let n: i64 = masked.iter().map(|w| w.numel() as i64).sum();
+            let count = (n as f64 * self.sparsity).round() as i64;
+            (None, mask_exactly(masked, &weighted, count))
+        } else {
+            let thr = threshold(&weighted, remaining)?;
+            (Some(thr), mask(masked, &weighted, thr, self.floor))
+        };
+        let zeroed = masks
+            .iter()
+            .map(|m| m.sum(Kind::Int64).int64_value(&[]))
+            .sum();
+        Ok(Some((
+            masks,
+            Event {
+                step: t,
+                remaining,
+                threshold,
+                zeroed,
+            },
+        )))
+    }
+}
+
 /// The global threshold (§5.3): the k-th smallest of all scores, k = trunc(N·(1 − r)).
 pub fn threshold(scores: &[Tensor], remaining: f64) -> Result<f64, PruneError> {
     let all = Tensor::cat(
-        &scores
-            .iter()
-            .map(|s| s.flatten(0, -1).to_kind(Kind::Double))
-            .collect::<Vec<_>>(),
+        &scores.iter().map(|s| s.flatten(0, -1)).collect::<Vec<_>>(),
         0,
     );
     let n = all.numel() as f64;
@@ -145,12 +236,11 @@ pub fn mask(params: &[Tensor], scores: &[Tensor], thr: f64, floor: bool) -> Vec<
         .iter()
         .zip(scores)
         .map(|(p, s)| {
-            let s = s.to_kind(Kind::Double);
             let mut cutoff = thr;
             if floor && s.numel() >= 3 {
                 cutoff = cutoff.max(s.flatten(0, -1).kthvalue(3, 0, false).0.double_value(&[]));
             }
-            let zero = s.lt(cutoff);
+            let zero = s.to_kind(Kind::Double).lt(cutoff);
             let _ = p.shallow_clone().masked_fill_(&zero, 0.0);
             zero
         })
@@ -161,10 +251,7 @@ pub fn mask(params: &[Tensor], scores: &[Tensor], thr: f64, floor: bool) -> Vec<
 /// final masking, so the achieved sparsity is the target exactly). Returns the masks.
 pub fn mask_exactly(params: &[Tensor], scores: &[Tensor], count: i64) -> Vec<Tensor> {
     let _g = tch::no_grad_guard();
-    let flat: Vec<Tensor> = scores
-        .iter()
-        .map(|s| s.flatten(0, -1).to_kind(Kind::Double))
-        .collect();
+    let flat: Vec<Tensor> = scores.iter().map(|s| s.flatten(0, -1)).collect();
     let all = Tensor::cat(&flat, 0);
     let n = all.numel() as i64;
     // A stable sort keeps equal scores in position order.

@@ -24,7 +24,7 @@ use crate::manifest::schema::{
 use crate::manifest::types::Sparsity;
 use crate::model::{Tower, layerwise};
 use crate::prune::artifact::Kind;
-use crate::prune::platon::{self, Importance, Schedule, Scores, Smoothing};
+use crate::prune::platon::{self, Importance, Pruner, Schedule, Scores, Smoothing};
 use crate::prune::{Outcome, Pattern, PrunedMatrix};
 use crate::stages::StageError;
 use crate::stages::checkpoint::{self, Checkpoints};
@@ -133,7 +133,7 @@ fn masked_names(model: &crate::model::Clip, tower: Tower) -> Vec<(String, String
 struct Progress {
     losses: Vec<f64>,
     /// Per masking event: step, remaining ratio, threshold, entries zeroed.
-    events: Vec<Json>,
+    events: Vec<platon::Event>,
 }
 
 fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
@@ -199,7 +199,6 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
     let mut contrastive = data
         .retrieval
         .then(|| Contrastive::new(model, params.queue_size as i64, params.momentum));
-    let mut scores: Vec<Scores> = masked_tensors.iter().map(Scores::zeros_like).collect();
     let smoothing = Smoothing {
         beta1: params.beta1,
         beta2: params.beta2,
@@ -215,8 +214,20 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
         window: params.window,
         epoch_length: params.reference_loop.then_some(per_epoch as u64),
     };
+    let mut pruner = Pruner {
+        importance: params.importance,
+        smoothing,
+        schedule,
+        floor: params.floor,
+        ids: ids.clone(),
+        sparsity,
+        scores: masked_tensors.iter().map(Scores::zeros_like).collect(),
+    };
 
-    let state = |opt: &AdamW, contrastive: &Option<Contrastive>, scores: &[Scores]| {
+    let state = |opt: &AdamW,
+                 contrastive: &Option<Contrastive>,
+                 scores: &[Scores]|
+     -> Vec<(String, Tensor)> {
         let mut out = checkpoint::with_optimizer(&named, opt);
         for (i, s) in scores.iter().enumerate() {
             out.push((format!("platon.ibar.{i}"), s.ibar.shallow_clone()));
@@ -232,7 +243,7 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
     let mut progress = Progress::default();
     let mut start = 0;
     if let Some(saved) = checkpoints.resume() {
-        saved.restore(&state(&opt, &contrastive, &scores))?;
+        saved.restore(&state(&opt, &contrastive, &pruner.scores))?;
         opt.set_steps(saved.step as i32);
         start = saved.step;
         progress = serde_json::from_value(saved.cursor.clone())
@@ -252,7 +263,7 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
         }
         // The reference builds a new pruner every epoch: its states restart from 0.
         if params.reference_loop && it == 0 && epoch > 0 {
-            scores = masked_tensors.iter().map(Scores::zeros_like).collect();
+            pruner.reset(&masked_tensors);
         }
         let alpha = training::alpha_at(params.alpha, epoch, it, per_epoch);
         let batch = &order[it * global..(it + 1) * global];
@@ -270,68 +281,22 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
         if !skip {
             opt.step(&tensors);
         }
-        let (remaining, masking) = schedule.at(t);
-        let current: Vec<Tensor> = tch::no_grad(|| {
-            masked_tensors
-                .iter()
-                .zip(scores.iter_mut())
-                .map(|(w, s)| {
-                    let g = w.grad();
-                    let sensitivity = if g.defined() {
-                        (w * &g).abs()
-                    } else {
-                        w.zeros_like()
-                    };
-                    if params.importance == Importance::Platon {
-                        s.update(&sensitivity, t, smoothing);
-                    }
-                    match params.importance {
-                        Importance::Platon => s.score(smoothing),
-                        Importance::Taylor => sensitivity,
-                        Importance::Magnitude => w.abs(),
-                    }
-                })
-                .collect()
-        });
+        let masked_now = pruner.step(&masked_tensors, t)?;
         for tensor in &tensors {
             let mut g = tensor.grad();
             if g.defined() {
                 let _ = g.zero_();
             }
         }
-        if masking || t == total {
-            let weighted: Vec<Tensor> = match &ids {
-                Some(ids) => current.iter().zip(ids).map(|(s, id)| s * *id).collect(),
-                None => current,
-            };
-            let (thr, masks) = if t == total {
-                let n: i64 = masked_tensors.iter().map(|w| w.numel() as i64).sum();
-                let count = (n as f64 * sparsity).round() as i64;
-                (
-                    f64::NAN,
-                    platon::mask_exactly(&masked_tensors, &weighted, count),
-                )
-            } else {
-                let thr = platon::threshold(&weighted, remaining)?;
-                (
-                    thr,
-                    platon::mask(&masked_tensors, &weighted, thr, params.floor),
-                )
-            };
-            let zeroed: i64 = masks
-                .iter()
-                .map(|m| m.sum(tch::Kind::Int64).int64_value(&[]))
-                .sum();
-            progress.events.push(json!({
-                "step": t, "remaining": remaining, "threshold": thr, "zeroed": zeroed,
-            }));
+        if let Some((masks, event)) = masked_now {
+            progress.events.push(event);
             last_masks = masks;
         }
         progress.losses.push(loss);
         checkpoint::test_delay();
         if step + 1 < total && checkpoints.due() {
             let cursor = serde_json::to_value(&progress).expect("progress serialises");
-            checkpoints.save(step + 1, cursor, &state(&opt, &contrastive, &scores))?;
+            checkpoints.save(step + 1, cursor, &state(&opt, &contrastive, &pruner.scores))?;
         }
     }
     let seconds = clock.elapsed().as_secs_f64();
