@@ -43,6 +43,28 @@ fn write_dataset(dir: &Path) {
     .unwrap();
 }
 
+/// The one cache record of a stage kind.
+fn record(d: &Path, kind: &str) -> serde_json::Value {
+    std::fs::read_dir(d.join("results/cache/entries"))
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path().join("record.json");
+            serde_json::from_slice::<serde_json::Value>(&std::fs::read(path).unwrap()).unwrap()
+        })
+        .find(|r| r["kind"] == kind)
+        .unwrap()
+}
+
+/// An experiment's main table: its text, headers and rows.
+fn table(d: &Path, experiment: &str) -> (String, csv::StringRecord, Vec<csv::StringRecord>) {
+    let path = d.join(format!("results/{experiment}/{experiment}.csv"));
+    let csv = std::fs::read_to_string(path).unwrap();
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let headers = rows.headers().unwrap().clone();
+    let all = rows.records().map(Result::unwrap).collect();
+    (csv, headers, all)
+}
+
 /// A tiny model and the dataset in `d`, and the manifest's sections naming them.
 fn project(d: &Path, name: &str) -> String {
     run_in(
@@ -90,10 +112,8 @@ towers = "both"
     )
     .unwrap();
     run_in(d, &["run", "retrieval.toml"]);
-    let csv = std::fs::read_to_string(d.join("results/retrieval/retrieval.csv")).unwrap();
-    let mut rows = csv::Reader::from_reader(csv.as_bytes());
-    let headers = rows.headers().unwrap().clone();
-    let row = rows.records().next().unwrap().unwrap();
+    let (_, headers, rows) = table(d, "retrieval");
+    let row = &rows[0];
     let ours = |name: &str| -> f64 {
         let col = headers.iter().position(|h| h == name).unwrap();
         row.get(col).unwrap().parse().unwrap()
@@ -175,11 +195,8 @@ indices = [0, 0, 3, 3, 3, 7, 12, 20, 31, 31, 1, 2, 4, 5, 6, 8, 9, 10, 11, 13, 14
     )
     .unwrap();
     run_in(d, &["run", "fisher.toml"]);
-    let csv = std::fs::read_to_string(d.join("results/fisher/fisher.csv")).unwrap();
-    let mut rows = csv::Reader::from_reader(csv.as_bytes());
-    let headers = rows.headers().unwrap().clone();
+    let (csv, headers, all) = table(d, "fisher");
     let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
-    let all: Vec<csv::StringRecord> = rows.records().map(Result::unwrap).collect();
     assert_eq!(all.len(), 3, "{csv}");
     for r in all.iter().filter(|r| &r[col("method")] != "dense") {
         assert_eq!(&r[col("status")], "done", "{csv}");
@@ -269,11 +286,8 @@ train_size = 32
         );
     std::fs::write(d.join("upop.toml"), manifest).unwrap();
     run_in(d, &["run", "upop.toml"]);
-    let csv = std::fs::read_to_string(d.join("results/upop/upop.csv")).unwrap();
-    let mut rows = csv::Reader::from_reader(csv.as_bytes());
-    let headers = rows.headers().unwrap().clone();
+    let (csv, headers, all) = table(d, "upop");
     let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
-    let all: Vec<csv::StringRecord> = rows.records().map(Result::unwrap).collect();
     let (dense, upop) = (&all[0], &all[1]);
     assert_eq!(&upop[col("status")], "done", "{csv}");
     let achieved: f64 = upop[col("achieved_sparsity")].parse().unwrap();
@@ -285,15 +299,8 @@ train_size = 32
         );
         assert!(a < 0.9 * b, "{tower}: {a} vs {b}");
     }
-    let record = std::fs::read_dir(d.join("results/cache/entries"))
-        .unwrap()
-        .map(|e| {
-            let path = e.unwrap().path().join("record.json");
-            serde_json::from_slice::<serde_json::Value>(&std::fs::read(path).unwrap()).unwrap()
-        })
-        .find(|r| r["kind"] == "prune")
-        .unwrap();
-    let m = &record["metrics"];
+    let prune = record(d, "prune");
+    let m = &prune["metrics"];
     // 16 training images × 2 captions, global batch 8: 4 steps per epoch, updates at 0, 2, 4,
     // 6 and the last step (7), the last at π = p.
     assert_eq!(m["steps"], 8);
@@ -325,14 +332,7 @@ train_size = 32
 
     // Retraining: the row's R@K after retraining are the test metrics of the epoch chosen on
     // the validation split (or the model before retraining, epoch 0).
-    let retrain = std::fs::read_dir(d.join("results/cache/entries"))
-        .unwrap()
-        .map(|e| {
-            let path = e.unwrap().path().join("record.json");
-            serde_json::from_slice::<serde_json::Value>(&std::fs::read(path).unwrap()).unwrap()
-        })
-        .find(|r| r["kind"] == "retrain")
-        .unwrap();
+    let retrain = record(d, "retrain");
     let r = &retrain["metrics"];
     assert_eq!(r["selected_on"], "val");
     assert_eq!(r["trainable"], "all");
@@ -373,4 +373,61 @@ train_size = 32
         assert!((e["last_lr"].as_f64().unwrap() - want).abs() < 1e-15, "{e}");
     }
     assert!(r["trained_parameters"].as_u64().unwrap() > 100_000);
+}
+
+/// PLATON + ID on captions (the reference's Flickr30K setting, small): pruned while training with
+/// the contrastive loss and its momentum model and queue, scores weighted by the per-Linear ID
+/// of the dense model measured on the captions' images and texts; the masked set ends at exactly
+/// the target sparsity and the pruned model is evaluated by recall.
+#[test]
+fn platon_prunes_both_towers_on_captions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(
+        d.join("platon.toml"),
+        project(d, "platon")
+            + r#"
+[grid]
+model = ["tiny"]
+dataset = ["flickr"]
+method = ["platon"]
+sparsity = [0.8]
+
+[methods.platon]
+use_id = true
+id_samples = 16
+epochs = 2
+batch_size = 4
+accumulation = 2
+queue_size = 16
+lr = 1e-4
+window = 2
+final_warmup = 0.5
+"#,
+    )
+    .unwrap();
+    run_in(d, &["run", "platon.toml"]);
+    let (csv, headers, all) = table(d, "platon");
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let platon = all.iter().find(|r| &r[col("method")] == "platon").unwrap();
+    assert_eq!(&platon[col("status")], "done", "{csv}");
+    let r1: f64 = platon[col("image_to_text_r1")].parse().unwrap();
+    assert!((0.0..=1.0).contains(&r1));
+    let prune = record(d, "prune");
+    let m = &prune["metrics"];
+    let n = m["prunable_weights"].as_i64().unwrap();
+    assert_eq!(
+        m["pruned_weights"].as_i64().unwrap(),
+        (n as f64 * 0.8).round() as i64
+    );
+    // 16 training images × 2 captions, global batch 8: 4 steps per epoch, 8 in all, masking on
+    // the window and every step of the final phase, the last exactly.
+    let t = &m["training"];
+    assert_eq!(t["steps"], 8);
+    let events = t["masking_events"].as_array().unwrap();
+    assert_eq!(events.last().unwrap()["step"], 8);
+    assert!(events.len() >= 3, "{events:?}");
+    // One factor per masked tensor: (3 vision + 2 text layers) × 3 Linears × (weight, bias).
+    assert_eq!(t["intrinsic_dimensions"].as_array().unwrap().len(), 30);
+    assert!(t["final_loss"].as_f64().unwrap().is_finite());
 }
