@@ -84,27 +84,11 @@ impl Row {
 }
 
 /// The evaluate stage's retrieval metrics, which are also table columns.
-pub const RETRIEVAL_METRICS: [&str; 7] = [
-    "image_to_text_r1",
-    "image_to_text_r5",
-    "image_to_text_r10",
-    "text_to_image_r1",
-    "text_to_image_r5",
-    "text_to_image_r10",
-    "r_mean",
-];
+pub use crate::util::columns::RETRIEVAL as RETRIEVAL_METRICS;
 
 /// The retrain stage's retrieval metrics at its selected epoch (`metrics.best`), as table
 /// columns.
-pub const RETRAIN_RETRIEVAL: [&str; 7] = [
-    "retrain_image_to_text_r1",
-    "retrain_image_to_text_r5",
-    "retrain_image_to_text_r10",
-    "retrain_text_to_image_r1",
-    "retrain_text_to_image_r5",
-    "retrain_text_to_image_r10",
-    "retrain_r_mean",
-];
+pub use crate::util::columns::RETRAIN_RETRIEVAL;
 
 /// The evaluate stage's efficiency measurements (`metrics.efficiency`), which are also table
 /// columns.

@@ -3,6 +3,7 @@
 //! Invariant: nothing here imports another module of the crate.
 
 pub mod clip_config;
+pub mod columns;
 pub mod fsx;
 pub mod hash;
 pub mod hf;

@@ -10,25 +10,7 @@ use crate::manifest::types::*;
 use serde_json::Value as Json;
 
 /// The metrics a published number can be compared on (table columns, in percent).
-pub const REFERENCE_METRICS: &[&str] = &[
-    "top1",
-    "top5",
-    "image_to_text_r1",
-    "image_to_text_r5",
-    "image_to_text_r10",
-    "text_to_image_r1",
-    "text_to_image_r5",
-    "text_to_image_r10",
-    "r_mean",
-    "retrain_best_top1",
-    "retrain_image_to_text_r1",
-    "retrain_image_to_text_r5",
-    "retrain_image_to_text_r10",
-    "retrain_text_to_image_r1",
-    "retrain_text_to_image_r5",
-    "retrain_text_to_image_r10",
-    "retrain_r_mean",
-];
+pub const REFERENCE_METRICS: &[&str] = &crate::util::columns::REFERENCE;
 
 const SPECS: &[ParamSpec] = &[
     ParamSpec {
