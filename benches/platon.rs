@@ -101,12 +101,7 @@ fn main() {
         if scoring {
             pruner.step(&masked, t).expect("a schedule that prunes");
         }
-        for t in &tensors {
-            let mut g = t.grad();
-            if g.defined() {
-                let _ = g.zero_();
-            }
-        }
+        AdamW::zero_grad(&tensors);
         clock.elapsed().as_secs_f64()
     };
     // Warm-up, then alternate plain and scored steps; scored steps run t = 1…, so every tenth

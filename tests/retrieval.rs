@@ -354,17 +354,11 @@ train_size = 32
         let column: f64 = upop[col(&format!("retrain_{name}"))].parse().unwrap();
         assert_eq!(column, best[name].as_f64().unwrap(), "{name}");
     }
-    let mean: f64 = [
-        "image_to_text_r1",
-        "image_to_text_r5",
-        "image_to_text_r10",
-        "text_to_image_r1",
-        "text_to_image_r5",
-        "text_to_image_r10",
-    ]
-    .iter()
-    .map(|k| best[k].as_f64().unwrap())
-    .sum::<f64>()
+    // The six recalls (the columns before `r_mean`).
+    let mean: f64 = orchestrate::util::columns::RETRIEVAL[..6]
+        .iter()
+        .map(|k| best[k].as_f64().unwrap())
+        .sum::<f64>()
         / 6.0;
     assert!((mean - best["r_mean"].as_f64().unwrap()).abs() < 1e-12);
     // The learning rate followed the per-epoch cosine and every parameter trained.

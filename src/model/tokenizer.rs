@@ -40,6 +40,18 @@ pub struct TokenBatch {
 }
 
 impl TokenBatch {
+    /// Texts `start..start + len` (clamped to the batch), sharing storage.
+    pub fn narrow(&self, start: i64, len: i64) -> TokenBatch {
+        let len = len.min(self.ids.size()[0] - start);
+        TokenBatch {
+            ids: self.ids.narrow(0, start, len),
+            mask: self.mask.narrow(0, start, len),
+            eos: self.eos.narrow(0, start, len),
+        }
+    }
+}
+
+impl TokenBatch {
     pub fn to_device(&self, device: Device) -> TokenBatch {
         TokenBatch {
             ids: self.ids.to_device(device),

@@ -156,30 +156,36 @@ impl Pruner {
     ) -> Result<Option<(Vec<Tensor>, Event)>, PruneError> {
         let (remaining, masking) = self.schedule.at(t);
         let last = t == self.schedule.total;
+        let masking = masking || last;
         let (importance, smoothing) = (self.importance, self.smoothing);
+        // |θ·∇θ| is PLATON's input at every step; the scores themselves (a tensor per masked
+        // tensor) are only formed when this step masks.
+        let sensitivity = |w: &Tensor| {
+            let g = w.grad();
+            if g.defined() {
+                (w * &g).abs()
+            } else {
+                w.zeros_like()
+            }
+        };
         let current: Vec<Tensor> = tch::no_grad(|| {
-            masked
-                .iter()
-                .zip(self.scores.iter_mut())
-                .map(|(w, s)| {
-                    let g = w.grad();
-                    let sensitivity = if g.defined() {
-                        (w * &g).abs()
-                    } else {
-                        w.zeros_like()
-                    };
-                    match importance {
-                        Importance::Platon => {
-                            s.update(&sensitivity, t, smoothing);
-                            s.score(smoothing)
+            let mut out = vec![];
+            for (w, s) in masked.iter().zip(self.scores.iter_mut()) {
+                match importance {
+                    Importance::Platon => {
+                        s.update(&sensitivity(w), t, smoothing);
+                        if masking {
+                            out.push(s.score(smoothing));
                         }
-                        Importance::Taylor => sensitivity,
-                        Importance::Magnitude => w.abs(),
                     }
-                })
-                .collect()
+                    Importance::Taylor if masking => out.push(sensitivity(w)),
+                    Importance::Magnitude if masking => out.push(w.abs()),
+                    _ => {}
+                }
+            }
+            out
         });
-        if !(masking || last) {
+        if !masking {
             return Ok(None);
         }
         let weighted: Vec<Tensor> = match &self.ids {
@@ -240,7 +246,8 @@ pub fn mask(params: &[Tensor], scores: &[Tensor], thr: f64, floor: bool) -> Vec<
             if floor && s.numel() >= 3 {
                 cutoff = cutoff.max(s.flatten(0, -1).kthvalue(3, 0, false).0.double_value(&[]));
             }
-            let zero = s.to_kind(Kind::Double).lt(cutoff);
+            // The cutoff is one of the scores, so the comparison is exact in their precision.
+            let zero = s.lt(cutoff);
             let _ = p.shallow_clone().masked_fill_(&zero, 0.0);
             zero
         })

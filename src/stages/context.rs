@@ -169,6 +169,13 @@ pub fn preprocessor(job: &JobSpec, model: &Clip) -> Result<Preprocessor, StageEr
     )?)
 }
 
+/// Adds `from`'s fields to the JSON object `into` (both objects; otherwise nothing).
+pub fn merge(into: &mut Json, from: Json) {
+    if let (Json::Object(a), Json::Object(b)) = (into, from) {
+        a.extend(b);
+    }
+}
+
 /// A Karpathy-split retrieval dataset's evaluation split (or, with `train`, its `train_split`).
 pub fn retrieval_set(job: &JobSpec, train: bool) -> Result<RetrievalSet, StageError> {
     let opts = &job.params["dataset"]["options"];

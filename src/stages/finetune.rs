@@ -92,12 +92,7 @@ pub fn run(
             let pixels = context::pixels(&px, chunk.len(), &pre, device, Kind::Float);
             let labels: Vec<i64> = chunk.iter().map(|&i| set.label(i)).collect();
             let labels = Tensor::from_slice(&labels).to_device(device);
-            for t in &tensors {
-                let mut g = t.grad();
-                if g.defined() {
-                    let _ = g.zero_();
-                }
-            }
+            AdamW::zero_grad(&tensors);
             let logits = zeroshot::logits(&model.image_features(&pixels), &head);
             let loss = logits.cross_entropy_for_logits(&labels);
             loss.backward();

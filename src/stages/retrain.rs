@@ -430,11 +430,8 @@ pub fn run(
                 if let Some(m) = m {
                     let _ = t.shallow_clone().masked_fill_(m, 0.0);
                 }
-                let mut g = t.grad();
-                if g.defined() {
-                    let _ = g.zero_();
-                }
             }
+            AdamW::zero_grad(&tensors);
         });
         if let Some(c) = &mut contrastive {
             c.end_step();
@@ -449,7 +446,7 @@ pub fn run(
             progress.loss_sum = 0.0;
             if epoch % eval_every == 0 || epoch == epochs {
                 let (eval, selection) = assess()?;
-                merge(&mut record, &eval);
+                context::merge(&mut record, eval.clone());
                 if has_val {
                     record["val_selection"] = json!(selection);
                 }
@@ -521,12 +518,6 @@ pub fn run(
 enum Which {
     Eval,
     Val,
-}
-
-fn merge(into: &mut Json, from: &Json) {
-    if let (Json::Object(a), Json::Object(b)) = (into, from) {
-        a.extend(b.iter().map(|(k, v)| (k.clone(), v.clone())));
-    }
 }
 
 /// Where retraining stands between steps: what a checkpoint's cursor holds.

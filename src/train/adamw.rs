@@ -56,6 +56,16 @@ impl AdamW {
         self.step = steps;
     }
 
+    /// Clears the gradients of `params` (a step's are summed into them otherwise).
+    pub fn zero_grad(params: &[Tensor]) {
+        for p in params {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.zero_();
+            }
+        }
+    }
+
     pub fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
     }

@@ -375,14 +375,7 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
 fn text_embeddings(model: &Clip, tokens: &crate::model::TokenBatch) -> Tensor {
     let _g = tch::no_grad_guard();
     let parts: Vec<Tensor> = layerwise::ranges(tokens.ids.size()[0], layerwise::CHUNK)
-        .map(|(s, b)| {
-            let slice = crate::model::TokenBatch {
-                ids: tokens.ids.narrow(0, s, b),
-                mask: tokens.mask.narrow(0, s, b),
-                eos: tokens.eos.narrow(0, s, b),
-            };
-            zeroshot::normalize(&model.text_features(&slice))
-        })
+        .map(|(s, b)| zeroshot::normalize(&model.text_features(&tokens.narrow(s, b))))
         .collect();
     Tensor::cat(&parts, 0)
 }
@@ -430,14 +423,8 @@ fn tower_result(
         "seconds": t.phases,
         "batches": t.batches,
     });
-    merge(&mut record, extra);
+    context::merge(&mut record, extra);
     StructuredTower::checked(model, t.tower, t.heads, t.neurons, checked, record)
-}
-
-fn merge(into: &mut Json, from: Json) {
-    if let (Json::Object(a), Json::Object(b)) = (into, from) {
-        a.extend(b);
-    }
 }
 
 crate::params! {
@@ -548,7 +535,7 @@ fn prune_stored(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
     let head_dim = fisher::uniform_shape(model, tower)?.head_dim;
     let cost = macs::unit_cost(tokens, hidden(model, tower), head_dim);
     let mut record = mac_record(cost, tokens, &head_mask, &neuron_mask);
-    merge(&mut record, json!({ "file": file }));
+    context::merge(&mut record, json!({ "file": file }));
     tch::manual_seed(0);
     let samples = probe(p, tower)?;
     let t = StructuredTower::checked(model, tower, head_mask, neuron_mask, &samples, record)?;

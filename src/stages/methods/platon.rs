@@ -189,12 +189,7 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
         .map(|(n, _)| vars[n].shallow_clone())
         .collect();
 
-    let mut named: Vec<(String, Tensor)> = vars.into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    for (_, t) in &named {
-        let _ = t.shallow_clone().set_requires_grad(true);
-    }
-    let tensors: Vec<Tensor> = named.iter().map(|(_, t)| t.shallow_clone()).collect();
+    let (named, tensors) = training::all_parameters(model);
     let mut opt = AdamW::new(&tensors, params.lr, params.weight_decay);
     let mut contrastive = data
         .retrieval
@@ -282,12 +277,7 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
             opt.step(&tensors);
         }
         let masked_now = pruner.step(&masked_tensors, t)?;
-        for tensor in &tensors {
-            let mut g = tensor.grad();
-            if g.defined() {
-                let _ = g.zero_();
-            }
-        }
+        AdamW::zero_grad(&tensors);
         if let Some((masks, event)) = masked_now {
             progress.events.push(event);
             last_masks = masks;
@@ -300,9 +290,7 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
         }
     }
     let seconds = clock.elapsed().as_secs_f64();
-    for (_, t) in &named {
-        let _ = t.shallow_clone().set_requires_grad(false);
-    }
+    training::frozen(&tensors);
     if last_masks.len() != masked_tensors.len() {
         return Err(StageError::Failed(
             "method `platon`: the run ended without its final masking (resumed after it?); clear the point's scratch folder and run again".into(),

@@ -202,6 +202,25 @@ impl TrainingData {
     }
 }
 
+/// Every variable of the model, by name in name order (a checkpoint's layout), made trainable,
+/// and the same tensors as the optimiser takes them. [`frozen`] undoes it.
+pub fn all_parameters(model: &Clip) -> (Vec<(String, Tensor)>, Vec<Tensor>) {
+    let mut named: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, t) in &named {
+        let _ = t.shallow_clone().set_requires_grad(true);
+    }
+    let tensors = named.iter().map(|(_, t)| t.shallow_clone()).collect();
+    (named, tensors)
+}
+
+/// Turns autograd off again for tensors [`all_parameters`] made trainable.
+pub fn frozen(tensors: &[Tensor]) {
+    for t in tensors {
+        let _ = t.shallow_clone().set_requires_grad(false);
+    }
+}
+
 /// The distillation weight at iteration `it` of epoch `epoch` (0-based): ramped over the first
 /// epoch (§4.2).
 pub fn alpha_at(alpha: f64, epoch: usize, it: usize, per_epoch: usize) -> f64 {

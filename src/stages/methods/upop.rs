@@ -26,7 +26,7 @@ use crate::manifest::schema::{
     TOWER_CHOICES, Towers, TypedParams,
 };
 use crate::manifest::types::Sparsity;
-use crate::model::{Clip, TokenBatch, Tower};
+use crate::model::{Clip, Tower};
 use crate::prune::artifact::Kind;
 use crate::prune::structured::{self, AttentionScale, Structured};
 use crate::prune::upop::{self, TowerZeta};
@@ -191,12 +191,7 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
     let sums: Vec<Tensor> = all_zeta(&zetas).iter().map(|z| z.zeros_like()).collect();
 
     // Everything the model holds trains (the reference's optimiser takes every non-ζ parameter).
-    let mut named: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    for (_, t) in &named {
-        let _ = t.shallow_clone().set_requires_grad(true);
-    }
-    let tensors: Vec<Tensor> = named.iter().map(|(_, t)| t.shallow_clone()).collect();
+    let (named, tensors) = training::all_parameters(model);
     let mut opt = AdamW::new(&tensors, params.lr, params.weight_decay);
 
     // The momentum model and the queue (retrieval only).
@@ -261,13 +256,8 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
             &l1,
         )?;
         opt.step(&tensors);
+        AdamW::zero_grad(&tensors);
         tch::no_grad(|| {
-            for t in &tensors {
-                let mut g = t.grad();
-                if g.defined() {
-                    let _ = g.zero_();
-                }
-            }
             // ζ is outside the optimiser: its gradient is summed explicitly (§4.10).
             for (z, sum) in all_zeta(&zetas).iter().zip(&sums) {
                 let mut g = z.grad();
@@ -295,9 +285,7 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
         }
     }
     let search_seconds = clock.elapsed().as_secs_f64();
-    for (_, t) in &named {
-        let _ = t.shallow_clone().set_requires_grad(false);
-    }
+    training::frozen(&tensors);
 
     // Compression: the kept units of the final ζ, checked against the masked model.
     let mut towers = Vec::new();
@@ -327,7 +315,7 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
                 }
                 Tower::Text => {
                     let tokens = match &data.prompts {
-                        Some((tokens, _)) => first_rows(tokens, params.check_samples as i64),
+                        Some((tokens, _)) => tokens.narrow(0, params.check_samples as i64),
                         None => {
                             let captions: Vec<String> = data
                                 .samples
@@ -389,16 +377,6 @@ fn prune(p: &Pruning, params: &Json) -> Result<Pruned, StageError> {
             "checkpoint_discarded": checkpoints.discarded,
         }),
     })
-}
-
-/// The first `n` sequences of a batch.
-fn first_rows(tokens: &TokenBatch, n: i64) -> TokenBatch {
-    let n = n.min(tokens.ids.size()[0]);
-    TokenBatch {
-        ids: tokens.ids.narrow(0, 0, n),
-        mask: tokens.mask.narrow(0, 0, n),
-        eos: tokens.eos.narrow(0, 0, n),
-    }
 }
 
 /// Every ζ tensor, tower by tower, attention before MLP.
