@@ -24,7 +24,7 @@ TEST_DEPS := transformers==4.47.1 scikit-learn==1.9.1 pillow numpy safetensors
 TEST_STAMP := $(VENV)/.test-deps-transformers-4.47.1-sklearn-1.9.1
 DEMO_MODEL := experiments/models/tiny-clip
 
-.PHONY: setup build demo test bench lint fmt clean gpu-bundle gpu-check
+.PHONY: setup build demo test bench lint fmt clean gpu-bundle gpu-check slurm slurm-down
 
 setup: build
 
@@ -57,13 +57,19 @@ $(BROWSER_STAMP): $(STAMP)
 	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 	touch $@
 
+# The Slurm backend's tests need a live cluster (`make slurm`); without one they are skipped, and
+# said so loudly. CI starts one first and sets ORCHESTRATE_REQUIRE_SLURM=1, which makes a missing
+# cluster a failure instead.
 test: $(TEST_STAMP) $(BROWSER_STAMP)
+	@sinfo -h >/dev/null 2>&1 || printf '\n%s\n%s\n\n' \
+	  '!!! No Slurm cluster answers here: the Slurm backend tests (tests/slurm.rs) will be SKIPPED.' \
+	  '!!! Run `make slurm` (Debian packages, root or sudo) to start a single-node cluster for them.'
 	$(CARGO) test --release --locked --features test-stages
 	@# Restore the shipped binary (the tests build it with the simulated stages).
 	$(CARGO) build --release --locked
 
 bench: $(TEST_STAMP)
-	$(CARGO) bench --locked --features test-stages --bench core --bench clip --bench prune --bench analysis --bench data --bench fisher --bench upop --bench platon
+	$(CARGO) bench --locked --features test-stages --bench core --bench clip --bench prune --bench analysis --bench data --bench fisher --bench upop --bench platon --bench slurm
 
 lint: $(STAMP)
 	$(CARGO) fmt --check
@@ -74,6 +80,14 @@ fmt:
 
 clean:
 	$(CARGO) clean
+
+# A single-node Slurm cluster on this machine (controller + compute daemon, munge), from Debian's
+# packages: what the Slurm backend's tests run against. Idempotent; `make slurm-down` stops it.
+slurm:
+	bash tests/slurm/up.sh
+
+slurm-down:
+	-$(SUDO) pkill -x slurmd; $(SUDO) pkill -x slurmctld; true
 
 # GPU figures in minutes on a lent device (README "Benchmarks"). Here: `make gpu-bundle` puts a
 # stripped binary in gpu/ (~35 MiB; carry `gpu`). There: `make gpu-check` runs it against that

@@ -1,5 +1,6 @@
 //! Typed errors of the commands and the documented exit statuses they map to.
 
+use crate::exec::backend::slurm::SlurmError;
 use crate::manifest::ManifestError;
 use crate::plan::build::PlanError;
 use crate::stages::StageError;
@@ -38,6 +39,8 @@ pub enum CliError {
     },
     #[error("{0}")]
     Cache(#[from] crate::cache::CacheError),
+    #[error("{0}")]
+    Slurm(#[from] crate::exec::backend::slurm::SlurmError),
 }
 
 impl CliError {
@@ -51,6 +54,8 @@ impl CliError {
             CliError::Io { .. } => exit::INTERNAL,
             CliError::Cache(crate::cache::CacheError::Link { .. }) => exit::BAD_INPUT,
             CliError::Cache(_) => exit::INTERNAL,
+            CliError::Slurm(SlurmError::Refused { .. }) => exit::BAD_INPUT,
+            CliError::Slurm(_) => exit::INTERNAL,
         }
     }
 
@@ -65,6 +70,12 @@ impl CliError {
             CliError::Cache(crate::cache::CacheError::Link { .. }) => {
                 Some("replace the link with a directory, or point --results at the real one")
             }
+            CliError::Slurm(SlurmError::Unreachable(_)) => Some(
+                "run orchestrate where `sinfo` works (a login node), or set [resources] backend = \"local\"",
+            ),
+            CliError::Slurm(SlurmError::Refused { .. }) => Some(
+                "check partition, account and gres in [resources.slurm] against `sinfo` and `sacctmgr show associations`",
+            ),
             _ => None,
         }
     }

@@ -3,6 +3,8 @@
 
 use super::{CliError, Format, counts_by_kind, exit, load};
 use crate::cache::{State, freshness};
+use crate::exec::backend::slurm::results_dir_warnings;
+use crate::manifest::types::BackendKind;
 use serde_json::json;
 use std::path::Path;
 
@@ -55,6 +57,16 @@ pub fn run(
                 tr += run;
             }
             println!("{:<22} {:>8} {:>8}", "total", tc, tr);
+            if l.exp.resources.backend == BackendKind::Slurm {
+                let dir = std::path::absolute(results).unwrap_or_else(|_| results.to_path_buf());
+                println!(
+                    "backend: Slurm; results directory {} (every node running a stage must see it)",
+                    dir.display()
+                );
+                for warning in results_dir_warnings(&dir, &l.exp.resources.slurm) {
+                    println!("warning: {warning}");
+                }
+            }
             if explain {
                 println!();
                 for (n, s) in l.plan.nodes.iter().zip(&states) {

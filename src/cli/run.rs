@@ -2,8 +2,10 @@
 
 use super::{CliError, Loaded, exit, io_context, load};
 use crate::cache::{State, freshness};
-use crate::exec::backend::Local;
+use crate::exec::backend::{Backend, Local, Slurm};
 use crate::exec::{self, Event, RunOptions, RunSummary, signals::Interrupts};
+use crate::manifest::types::BackendKind;
+use crate::plan::StageKind;
 use crate::progress::{Console, EventLog};
 use std::path::{Path, PathBuf};
 
@@ -104,11 +106,39 @@ pub fn execute(
     )))?;
     let exe =
         std::env::current_exe().map_err(io_context("cannot locate the orchestrate binary"))?;
-    let mut backend = Local::new(
-        exe,
-        run_dir.clone(),
-        exec::slots(&l.exp.resources, cuda, cores),
-    );
+    let to_run: Vec<StageKind> = {
+        let mut kinds: Vec<StageKind> = l
+            .plan
+            .nodes
+            .iter()
+            .zip(states)
+            .filter(|(_, s)| **s != State::Cached)
+            .map(|(n, _)| n.kind)
+            .collect();
+        kinds.sort();
+        kinds.dedup();
+        kinds
+    };
+    // With nothing to run, a cluster run needs no cluster (writing tables on a laptop works).
+    let backend_kind = match to_run.is_empty() {
+        true => BackendKind::Local,
+        false => l.exp.resources.backend,
+    };
+    let mut backend: Box<dyn Backend> = match backend_kind {
+        BackendKind::Local => Box::new(Local::new(
+            exe,
+            run_dir.clone(),
+            exec::slots(&l.exp.resources, cuda, cores),
+        )),
+        BackendKind::Slurm => Box::new(Slurm::new(
+            exe,
+            &results_dir,
+            run_dir.clone(),
+            run_id.clone(),
+            &l.exp.resources.slurm,
+            &to_run,
+        )?),
+    };
     let opts = RunOptions {
         results_dir,
         retries,
@@ -123,7 +153,7 @@ pub fn execute(
     let summary = exec::run(
         &l.plan,
         states,
-        &mut backend,
+        backend.as_mut(),
         &opts,
         &interrupts,
         &mut |e: &Event| {

@@ -50,9 +50,14 @@ pub enum Event {
         label: String,
         because: String,
     },
-    /// Ctrl-C: `hard` = running stages are being killed.
+    /// Ctrl-C: `hard` = the second one; `message` says what happens to running stages.
     Interrupted {
         hard: bool,
+        message: String,
+    },
+    /// Something the backend wants the user to know (a retried submission, adopted jobs).
+    Notice {
+        message: String,
     },
     Evicted {
         node: NodeId,

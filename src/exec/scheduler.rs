@@ -81,11 +81,7 @@ pub fn run(
         total: plan.nodes.len(),
         cached,
         to_run: plan.nodes.len() - cached,
-        slots: backend
-            .slots()
-            .iter()
-            .map(|s| s.device.to_string())
-            .collect(),
+        slots: backend.describe(),
     });
     let mut summary = RunSummary {
         cached,
@@ -102,12 +98,22 @@ pub fn run(
         if n >= 1 && !stopping {
             stopping = true;
             summary.interrupted = true;
-            emit(&Event::Interrupted { hard: false });
+            let message = backend.interrupt();
+            emit(&Event::Interrupted {
+                hard: false,
+                message,
+            });
         }
         if n >= 2 && !killed {
             killed = true;
-            backend.cancel_all();
-            emit(&Event::Interrupted { hard: true });
+            let message = backend.cancel_all();
+            emit(&Event::Interrupted {
+                hard: true,
+                message,
+            });
+        }
+        for message in backend.notices() {
+            emit(&Event::Notice { message });
         }
         while !stopping && !free.is_empty() && !ready.is_empty() {
             let (slot, id) = (
@@ -115,7 +121,7 @@ pub fn run(
                 ready.pop_front().expect("ready node"),
             );
             status[id] = Status::Running;
-            let device = backend.slots()[slot].device.to_string();
+            let device = backend.placement(slot);
             let submitted = backend.submit(id, slot, job(plan, id, opts));
             running.insert(id, Running { slot, attempt: 0 });
             match submitted {
@@ -149,7 +155,7 @@ pub fn run(
             };
             let node = &plan.nodes[id];
             let outcome = match outcome {
-                JobOutcome::Failed { error, log } if attempt < opts.retries && !killed => {
+                JobOutcome::Failed { error, log } if attempt < opts.retries && !stopping => {
                     // Another attempt in the same slot.
                     emit(&Event::Retrying {
                         node: id,
@@ -170,6 +176,11 @@ pub fn run(
             let slot = running.remove(&id).expect("running node").slot;
             free.push(slot);
             match outcome {
+                JobOutcome::Interrupted => {
+                    // Not run: counted with the nodes that never started.
+                    status[id] = Status::Ready;
+                    continue;
+                }
                 JobOutcome::Done { seconds, computed } => {
                     if computed {
                         status[id] = Status::Done;
@@ -369,7 +380,9 @@ mod tests {
                 })
                 .collect()
         }
-        fn cancel_all(&mut self) {}
+        fn cancel_all(&mut self) -> String {
+            String::new()
+        }
     }
 
     /// a → b → c, a → d, and e alone.

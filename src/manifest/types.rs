@@ -242,6 +242,9 @@ pub struct Resources {
     pub threads: u32,
     /// Minutes between a training stage's checkpoints (0: after every step).
     pub checkpoint_minutes: u64,
+    /// Where stages run: this machine's devices, or a Slurm cluster (`[resources.slurm]`).
+    pub backend: BackendKind,
+    pub slurm: SlurmResources,
 }
 
 impl Default for Resources {
@@ -251,6 +254,96 @@ impl Default for Resources {
             jobs_per_device: 1,
             threads: 0,
             checkpoint_minutes: DEFAULT_CHECKPOINT_MINUTES,
+            backend: BackendKind::Local,
+            slurm: SlurmResources::default(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Local,
+    Slurm,
+}
+
+/// The stage kinds `[resources.slurm.<kind>]` may name (`plan::StageKind::name`; a test keeps
+/// the two lists equal). `intrinsic_dimension` is accepted as spelled in `[stages]`.
+pub const STAGE_KIND_NAMES: [&str; 6] = [
+    "finetune",
+    "calibrate",
+    "prune",
+    "retrain",
+    "evaluate",
+    "intrinsic-dimension",
+];
+
+/// Jobs in a Slurm queue at once unless `max_queued` says otherwise.
+pub const DEFAULT_MAX_QUEUED: u32 = 500;
+
+/// `[resources.slurm]`: what every stage's job asks Slurm for, with per-stage-kind overrides
+/// (`[resources.slurm.prune]`). None of it is part of any key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlurmResources {
+    pub default: SlurmRequest,
+    /// By stage kind name (`prune`, `intrinsic-dimension`, ...): set keys replace the default's;
+    /// `extra` is appended.
+    pub per_kind: BTreeMap<String, SlurmRequest>,
+    /// Jobs (array tasks included) this run keeps in the queue at once.
+    pub max_queued: u32,
+}
+
+impl Default for SlurmResources {
+    fn default() -> Self {
+        SlurmResources {
+            default: SlurmRequest::default(),
+            per_kind: BTreeMap::new(),
+            max_queued: DEFAULT_MAX_QUEUED,
+        }
+    }
+}
+
+impl SlurmResources {
+    /// What a job of stage kind `kind` asks for.
+    pub fn for_kind(&self, kind: &str) -> SlurmRequest {
+        let mut r = self.default.clone();
+        if let Some(o) = self.per_kind.get(kind) {
+            let pick = |a: &mut Option<String>, b: &Option<String>| {
+                if b.is_some() {
+                    a.clone_from(b);
+                }
+            };
+            pick(&mut r.partition, &o.partition);
+            pick(&mut r.account, &o.account);
+            pick(&mut r.gres, &o.gres);
+            pick(&mut r.time, &o.time);
+            pick(&mut r.mem, &o.mem);
+            r.cpus_per_task = o.cpus_per_task.or(r.cpus_per_task);
+            r.extra.extend(o.extra.iter().cloned());
+        }
+        r
+    }
+}
+
+/// One job's request to Slurm; `None` leaves the cluster's default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SlurmRequest {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    /// Generic resources per job (`gpu:1`); a GPU request runs the stage on `cuda:0` of the
+    /// GPUs Slurm gives it.
+    pub gres: Option<String>,
+    pub time: Option<String>,
+    pub mem: Option<String>,
+    pub cpus_per_task: Option<u32>,
+    /// sbatch options passed through verbatim, one `--option=value` per item.
+    pub extra: Vec<String>,
+}
+
+impl SlurmRequest {
+    /// Whether the job asks for GPUs (`gpu`, `gpu:2`, `gpu:a100:1`).
+    pub fn wants_gpu(&self) -> bool {
+        self.gres
+            .as_deref()
+            .is_some_and(|g| g.split(',').any(|r| r == "gpu" || r.starts_with("gpu:")))
     }
 }

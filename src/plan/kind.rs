@@ -66,3 +66,14 @@ impl std::fmt::Display for StageKind {
         f.write_str(self.name())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StageKind;
+
+    #[test]
+    fn the_manifest_knows_every_kind_by_name() {
+        let names: Vec<&str> = StageKind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names, crate::manifest::types::STAGE_KIND_NAMES);
+    }
+}

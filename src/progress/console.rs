@@ -115,13 +115,15 @@ impl Console {
                 }
                 self.tick();
             }
-            Event::Interrupted { hard: false } => self.line(
-                "interrupted: no new stages start; running ones finish (Ctrl-C again to kill them)"
-                    .into(),
-            ),
-            Event::Interrupted { hard: true } => {
-                self.line("interrupted again: killing running stages".into())
-            }
+            Event::Interrupted {
+                hard: false,
+                message,
+            } => self.line(format!("interrupted: {message}")),
+            Event::Interrupted {
+                hard: true,
+                message,
+            } => self.line(format!("interrupted again: {message}")),
+            Event::Notice { message } => self.line(format!("note     {message}")),
             Event::Evicted { bytes, .. } => {
                 if self.bar.is_none() {
                     println!(

@@ -57,9 +57,14 @@ pub fn device(job: &JobSpec) -> Result<Device, StageError> {
             Some(i) if crate::util::runtime::load_cuda() && tch::Cuda::is_available() => {
                 Ok(Device::Cuda(i))
             }
-            Some(_) => Err(StageError::Failed(format!(
-                "device {d} was assigned but libtorch sees no CUDA device"
-            ))),
+            Some(_) => {
+                let visible = std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default();
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                Err(StageError::Failed(format!(
+                    "device {d} was assigned (CUDA_VISIBLE_DEVICES={visible:?} on {}) but libtorch sees no CUDA device: no NVIDIA driver here, or a CPU-only libtorch",
+                    host.trim()
+                )))
+            }
             None => Err(StageError::Failed(format!("unknown device `{d}`"))),
         },
     }

@@ -5,7 +5,10 @@
 //! Environment knobs (timing and faults only; they never change keys):
 //! `ORCHESTRATE_TEST_WORK_MS` (sleep per stage, default 20), `ORCHESTRATE_TEST_FAIL` and
 //! `ORCHESTRATE_TEST_CRASH` (a substring of node labels that fail cleanly / abort the process),
-//! `ORCHESTRATE_TEST_COMPUTE_LOG` (a file that gets one line `<key> <label>` per computation).
+//! `ORCHESTRATE_TEST_COMPUTE_LOG` (a file that gets one line `<key> <label>` per computation),
+//! `ORCHESTRATE_TEST_SLOW` (a label substring whose stages take ten minutes) and
+//! `ORCHESTRATE_TEST_HOG` (a label substring whose stages hold 1 GiB for ten seconds): a cluster
+//! backend's time and memory limits.
 
 use super::{StageError, StageOutput};
 use crate::cache::{Cache, EntryBuilder};
@@ -38,6 +41,15 @@ pub fn run(
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
     std::thread::sleep(std::time::Duration::from_millis(ms));
+    if env("ORCHESTRATE_TEST_SLOW").is_some_and(|s| job.label.contains(&s)) {
+        std::thread::sleep(std::time::Duration::from_secs(600));
+    }
+    if env("ORCHESTRATE_TEST_HOG").is_some_and(|s| job.label.contains(&s)) {
+        // Touched, so it is resident.
+        let hog = vec![1u8; 1 << 30];
+        std::thread::sleep(std::time::Duration::from_secs(10));
+        std::hint::black_box(hog);
+    }
     if env("ORCHESTRATE_TEST_CRASH").is_some_and(|s| job.label.contains(&s)) {
         eprintln!("simulated crash in {}", job.label);
         std::process::abort();

@@ -3,7 +3,7 @@
 //! scheduler, which decides) and is killed by the kernel if the scheduler dies. The child holds
 //! the key's lock; this backend only starts, waits for and describes processes.
 
-use super::{Backend, Finished, JobOutcome};
+use super::{Backend, Finished, JobOutcome, last_error_line, read_outcome};
 use crate::exec::slots::Slot;
 use crate::plan::{JobSpec, NodeId};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
@@ -118,18 +118,12 @@ impl Backend for Local {
         std::iter::once(first).chain(self.rx.try_iter()).collect()
     }
 
-    fn cancel_all(&mut self) {
+    fn cancel_all(&mut self) -> String {
         for pid in self.pids.lock().expect("pid table").values() {
             kill_group(*pid);
         }
+        "killing running stages".into()
     }
-}
-
-/// What the stage process wrote after publishing: whether it computed the entry itself.
-fn read_outcome(path: &Path) -> Option<bool> {
-    let bytes = std::fs::read(path).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    v["computed"].as_bool()
 }
 
 /// Spawns the stage process in its own process group, killed if this process dies.
@@ -179,18 +173,16 @@ fn kill_group(pid: u32) {
 fn describe_exit(status: std::process::ExitStatus, log: &Path) -> String {
     use std::os::unix::process::ExitStatusExt;
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let last_error = text.lines().rev().find(|l| l.starts_with("error"));
     let last_line = || text.lines().rev().find(|l| !l.trim().is_empty());
     match status.signal() {
         Some(sig) => format!(
             "stage process killed by signal {sig} ({})",
             signal_name(sig)
         ),
-        None => match (last_error, panic_message(&text), last_line()) {
-            (Some(line), _, _) => line.trim_start_matches("error: ").to_string(),
-            (None, Some(panic), _) => panic,
-            (None, None, Some(line)) => line.to_string(),
-            (None, None, None) => format!("stage process exited with {status}"),
+        None => match (last_error_line(&text), last_line()) {
+            (Some(reason), _) => reason,
+            (None, Some(line)) => line.to_string(),
+            (None, None) => format!("stage process exited with {status}"),
         },
     }
 }
@@ -198,7 +190,7 @@ fn describe_exit(status: std::process::ExitStatus, log: &Path) -> String {
 /// A stage log's panic (`thread '…' panicked at FILE:LINE:COL:`, then the message) in one
 /// line. The message is cut at its first (escaped) newline and at 300 characters: libtorch's
 /// errors carry their C++ backtrace inline.
-fn panic_message(log: &str) -> Option<String> {
+pub(super) fn panic_message(log: &str) -> Option<String> {
     let mut lines = log.lines();
     let header = lines.by_ref().find(|l| l.contains("panicked at "))?;
     let place = header.split("panicked at ").nth(1)?.trim_end_matches(':');

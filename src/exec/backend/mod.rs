@@ -3,6 +3,8 @@
 //!
 //! - [`local`]: one child process per job on this machine (`orchestrate stage <job.json>`), over
 //!   device slots.
+//! - [`slurm`]: one Slurm job (or array task) per job, submitted with `sbatch`, followed with
+//!   `squeue`, and recorded in a ledger so a restarted driver adopts what is still queued.
 //!
 //! Contract: whatever runs a job runs `orchestrate stage` (or [`crate::stages::run`]'s
 //! equivalent) on its spec, and that process holds the key's lock while it computes and
@@ -11,12 +13,14 @@
 //! working directory on any host that sees the same filesystem.
 
 pub mod local;
+pub mod slurm;
 
 pub use local::Local;
+pub use slurm::Slurm;
 
 use super::slots::Slot;
 use crate::plan::{JobSpec, NodeId};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How one attempt of a job ended.
@@ -27,6 +31,9 @@ pub enum JobOutcome {
     Done { seconds: f64, computed: bool },
     /// The job failed: one line on why, and where its log is.
     Failed { error: String, log: PathBuf },
+    /// Stopped because the user interrupted the run: not a failure of the stage, which simply
+    /// has not run (the next run starts it again).
+    Interrupted,
 }
 
 /// A finished attempt, reported by [`Backend::poll`].
@@ -40,6 +47,16 @@ pub trait Backend {
     /// One slot per job that may run at once, with the device jobs in it use.
     fn slots(&self) -> &[Slot];
 
+    /// Where this backend runs jobs, for the run's first line.
+    fn describe(&self) -> Vec<String> {
+        self.slots().iter().map(|s| s.device.to_string()).collect()
+    }
+
+    /// Where a job in `slot` runs, for its start line.
+    fn placement(&self, slot: usize) -> String {
+        self.slots()[slot].device.to_string()
+    }
+
     /// Starts an attempt of `job` (node `node`) in `slot`. An `Err` is a job that could not be
     /// started; the scheduler counts it as a failed attempt.
     fn submit(&mut self, node: NodeId, slot: usize, job: JobSpec) -> Result<(), String>;
@@ -47,6 +64,34 @@ pub trait Backend {
     /// Attempts that ended, waiting at most `timeout` for the first one.
     fn poll(&mut self, timeout: Duration) -> Vec<Finished>;
 
-    /// Stops every running attempt now (the second Ctrl-C). Each still reports as failed.
-    fn cancel_all(&mut self);
+    /// The first Ctrl-C: nothing new starts. Returns what happens to running attempts, in one
+    /// line for the user (here: they finish).
+    fn interrupt(&mut self) -> String {
+        "no new stages start; running ones finish (Ctrl-C again to kill them)".into()
+    }
+
+    /// The second Ctrl-C: stops every running attempt now; each still reports (as failed or
+    /// interrupted). Returns what it did, in one line.
+    fn cancel_all(&mut self) -> String;
+
+    /// Things the user should know that are not a job's outcome (a submission being retried, a
+    /// status query that failed, jobs adopted from an earlier run).
+    fn notices(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// What a stage process wrote after publishing: whether it computed the entry itself.
+pub fn read_outcome(path: &Path) -> Option<bool> {
+    let bytes = std::fs::read(path).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v["computed"].as_bool()
+}
+
+/// Why a stage failed, from its log: its last `error:` line, else its panic in one line.
+pub fn last_error_line(log: &str) -> Option<String> {
+    match log.lines().rev().find(|l| l.starts_with("error")) {
+        Some(line) => Some(line.trim_start_matches("error: ").to_string()),
+        None => local::panic_message(log),
+    }
 }
