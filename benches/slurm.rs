@@ -99,8 +99,8 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
 
-    // 1. One stage at a time: 1 model × 2 datasets × 5 sparsities = 2 dense evaluations, 10
-    //    prunes, 10 evaluations.
+    // 1. One stage at a time: 1 model × 2 datasets × 5 sparsities = 2 dense evaluations, 5
+    //    (data-free) prunes, 10 evaluations.
     std::fs::write(
         d.join("local.toml"),
         manifest(
@@ -123,22 +123,23 @@ fn main() {
         ),
     )
     .unwrap();
+    let bare = bare_round_trip(5);
     let (lw, ln, lo) = timed_run(d, "local.toml", "local");
     let (sw, sn, so) = timed_run(d, "slurm.toml", "slurm");
     println!(
-        "per-stage overhead, one stage at a time ({sn} simulated stages doing no work): Slurm {:.2} s, local {:.3} s (wall {sw:.1} s vs {lw:.1} s)",
+        "per-stage overhead, one stage at a time ({sn} simulated stages doing no work): Slurm {:.2} s, local {:.3} s (wall {sw:.1} s vs {lw:.1} s); the cluster's own round trip for `sbatch --wrap true` until squeue says COMPLETED (polled every 50 ms): median {bare:.2} s",
         (sw - so) / sn as f64,
         (lw - lo) / ln as f64,
     );
 
-    // 2. 10 models × 10 datasets × 100 sparsities of magnitude: 10,000 prunes and 100 dense
-    //    evaluations ready at once, held.
+    // 2. 100 models × 100 sparsities of magnitude (data-free: one prune per model and sparsity)
+    //    on one dataset: 10,000 prunes and 100 dense evaluations ready at once, held.
     std::fs::write(
         d.join("big.toml"),
         manifest(
             "big",
-            10,
-            10,
+            100,
+            1,
             100,
             "[resources]\nbackend = \"slurm\"\n[resources.slurm]\nmax_queued = 20000\nmem = \"100M\"\nextra = [\"--hold\"]",
         ),
@@ -183,6 +184,38 @@ fn main() {
     let _ = Command::new("scancel")
         .args(["--name", &latest_run(d)])
         .output();
+}
+
+/// Median seconds from `sbatch` of a job that does nothing to `squeue` reporting it COMPLETED.
+fn bare_round_trip(n: usize) -> f64 {
+    let mut times: Vec<f64> = (0..n)
+        .map(|_| {
+            let clock = Instant::now();
+            let out = Command::new("sbatch")
+                .args([
+                    "--parsable",
+                    "--output=/dev/null",
+                    "--mem=100M",
+                    "--wrap",
+                    "true",
+                ])
+                .output()
+                .unwrap();
+            let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            loop {
+                let state = Command::new("squeue")
+                    .args(["-h", "--states=all", "-j", &id, "-o", "%T"])
+                    .output()
+                    .unwrap();
+                if String::from_utf8_lossy(&state.stdout).trim() == "COMPLETED" {
+                    break clock.elapsed().as_secs_f64();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[n / 2]
 }
 
 fn latest_run(d: &Path) -> String {

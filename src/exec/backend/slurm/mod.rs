@@ -48,6 +48,8 @@ pub enum SlurmError {
 /// Status query interval right after something changed, and at most.
 const QUICK: Duration = Duration::from_secs(1);
 const SLOW: Duration = Duration::from_secs(15);
+/// Status query interval while a stage that published is still in the queue (exiting).
+const EXITING: Duration = Duration::from_millis(200);
 /// Back-off of a transient `sbatch` error: first wait, and at most.
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 const MOST_BACKOFF: Duration = Duration::from_secs(120);
@@ -537,7 +539,13 @@ impl Slurm {
         } else {
             QUICK
         };
-        self.next_query = Instant::now() + self.interval;
+        // A stage that wrote its outcome is exiting: look again as soon as Slurm can notice.
+        let exiting = self.in_flight.values().any(|t| t.outcome.exists());
+        self.next_query = Instant::now()
+            + match exiting {
+                true => EXITING,
+                false => self.interval,
+            };
     }
 
     /// How a job that left the queue ended: done exactly when its entry is published.
