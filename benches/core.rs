@@ -6,6 +6,7 @@
 //! 3. per-stage scheduling overhead: child process start to record published, minus the stage's
 //!    own work, over a run of simulated stages that do no work.
 
+mod common;
 use std::io::Read;
 use std::path::Path;
 use std::process::Command;
@@ -21,16 +22,7 @@ fn grid_manifest(
     sizes: &[u32],
     seeds: usize,
 ) -> String {
-    let mut s = format!("[experiment]\nname = \"{name}\"\n");
-    for m in 0..models {
-        s += &format!("[models.m{m}]\ntest = true\n");
-    }
-    for d in 0..datasets {
-        s += &format!(
-            "[datasets.d{d}]\nkind = \"synthetic\"\nclasses = {}\n",
-            2 + d
-        );
-    }
+    let mut s = common::simulated_models_and_datasets(name, models, datasets);
     let list = |v: Vec<String>| v.join(", ");
     s += &format!(
         "[grid]\nmodel = [{}]\ndataset = [{}]\nmethod = [\"magnitude\", \"wanda\", \"sparsegpt\", \"slide\", \"slide-progressive\"]\nsparsity = [{}]\ncalibration_size = [{}]\nseed = [{}]\n[resources]\ndevices = [\"cpu\"]\njobs_per_device = 2\n",

@@ -9,6 +9,7 @@
 //!    none runs), from `orchestrate run` starting to every one of them in the ledger as queued;
 //!    then the first Ctrl-C cancels them all (`scancel`), timed too.
 
+mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -23,16 +24,7 @@ fn manifest(
     sparsities: usize,
     resources: &str,
 ) -> String {
-    let mut s = format!("[experiment]\nname = \"{name}\"\n");
-    for m in 0..models {
-        s += &format!("[models.m{m}]\ntest = true\n");
-    }
-    for d in 0..datasets {
-        s += &format!(
-            "[datasets.d{d}]\nkind = \"synthetic\"\nclasses = {}\n",
-            2 + d
-        );
-    }
+    let mut s = common::simulated_models_and_datasets(name, models, datasets);
     let list = |prefix: &str, n: usize| {
         (0..n)
             .map(|i| format!("\"{prefix}{i}\""))

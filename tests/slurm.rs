@@ -276,33 +276,17 @@ towers = "vision"
 
 /// The table without what depends on the machine and the moment (timings, throughput, logs).
 fn comparable(csv: &str) -> Vec<String> {
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let keep: Vec<usize> = (0..header.len())
-        .filter(|&i| {
-            let h = header[i];
-            !(h.ends_with("_seconds")
-                || h == "log"
-                || h.contains("throughput")
-                || h.contains("latency")
-                || h.contains("speedup"))
-        })
-        .collect();
-    std::iter::once(header.clone())
-        .chain(lines.map(|l| l.split(',').collect()))
-        .map(|cells: Vec<&str>| {
-            keep.iter()
-                .map(|&i| cells.get(i).copied().unwrap_or(""))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .collect()
+    table_without(csv, |h| {
+        h.ends_with("_seconds")
+            || h == "log"
+            || h.contains("throughput")
+            || h.contains("latency")
+            || h.contains("speedup")
+    })
 }
 
-#[test]
-fn the_reduced_demo_gives_the_same_table_through_slurm_as_locally() {
-    let Some(_cluster) = cluster() else { return };
-    let p = Project::new();
+/// A tiny random CLIP at `models/tiny` of the project.
+fn tiny_model(p: &Project) {
     let init = p.run(&[
         "init-model",
         "models/tiny",
@@ -312,6 +296,13 @@ fn the_reduced_demo_gives_the_same_table_through_slurm_as_locally() {
         "0",
     ]);
     assert!(init.status.success(), "{}", text(&init));
+}
+
+#[test]
+fn the_reduced_demo_gives_the_same_table_through_slurm_as_locally() {
+    let Some(_cluster) = cluster() else { return };
+    let p = Project::new();
+    tiny_model(&p);
     // One thread per stage both ways: the same arithmetic, bit for bit.
     p.write(
         "local.toml",
@@ -382,6 +373,9 @@ fn a_killed_driver_s_jobs_are_adopted_and_nothing_is_computed_twice() {
         .map(|(j, _)| j)
         .collect();
     assert!(!alive.is_empty(), "jobs outlive their driver");
+    // `status` shows them from the ledger and one squeue.
+    let status = p.run(&["status", "k.toml"]);
+    assert!(stdout(&status).contains("(Slurm job "), "{}", text(&status));
 
     let out = p
         .cmd(&["run", "k.toml"])
@@ -567,11 +561,7 @@ fn arrays_are_chunked_to_the_cluster_s_max_array_size() {
     let p = Project::new();
     p.write(
         "a.toml",
-        &sweep(
-            "a",
-            r#""magnitude", "wanda", "sparsegpt", "slide""#,
-            "max_queued = 5",
-        ),
+        &sweep("a", r#""magnitude", "wanda", "sparsegpt", "slide""#, ""),
     );
     let out = p.run(&["run", "a.toml"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -592,13 +582,51 @@ fn arrays_are_chunked_to_the_cluster_s_max_array_size() {
     assert!(sizes.iter().all(|&n| n <= 3), "{sizes:?}");
     assert!(sizes.contains(&3), "{sizes:?}");
     assert_eq!(sizes.iter().sum::<usize>(), 18, "{sizes:?}");
-    // max_queued = 5: never more than five of this run's jobs in the queue at once (each
-    // submission is at most what the free slots allow).
+    // The six prunes that read the calibration set were ready together: two arrays of three.
+    assert_eq!(sizes.iter().filter(|&&n| n == 3).count(), 2, "{sizes:?}");
+}
+
+#[test]
+fn max_queued_bounds_the_run_s_jobs_in_the_queue() {
+    let Some(_cluster) = cluster() else { return };
+    let p = Project::new();
+    p.write(
+        "q.toml",
+        &sweep(
+            "q",
+            r#""magnitude", "wanda", "sparsegpt""#,
+            "max_queued = 2",
+        ),
+    );
+    let mut driver = p
+        .cmd(&["run", "q.toml"])
+        .env("ORCHESTRATE_TEST_WORK_MS", "300")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut most = 0;
+    while driver.try_wait().unwrap().is_none() {
+        let queued = job_states(&p)
+            .values()
+            .filter(|s| !matches!(s.as_str(), "COMPLETED" | "FAILED" | "CANCELLED"))
+            .count();
+        most = most.max(queued);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = driver.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
     assert!(
-        stdout(&out).contains("up to 5 queued jobs"),
+        stdout(&out).contains("up to 2 queued jobs"),
         "{}",
         text(&out)
     );
+    assert!(
+        most <= 2,
+        "{most} jobs of the run were in the queue at once"
+    );
+    assert!(most >= 1);
+    assert_eq!(p.computed().len(), 14);
 }
 
 #[test]
@@ -709,15 +737,7 @@ fn transient_submission_errors_are_retried_and_refusals_are_one_clear_error() {
 fn a_gpu_request_gives_the_stage_slurm_s_gpu() {
     let Some(_cluster) = cluster() else { return };
     let p = Project::new();
-    let init = p.run(&[
-        "init-model",
-        "models/tiny",
-        "--preset",
-        "tiny",
-        "--seed",
-        "0",
-    ]);
-    assert!(init.status.success(), "{}", text(&init));
+    tiny_model(&p);
     // The test cluster's two GPUs are stand-ins (/dev/null, /dev/zero): Slurm hands one out and
     // sets CUDA_VISIBLE_DEVICES, and the stage, asked to run on it, finds no CUDA device and
     // says which one it was given.
@@ -736,4 +756,43 @@ fn a_gpu_request_gives_the_stage_slurm_s_gpu() {
             || log.contains("device cuda:0 was assigned (CUDA_VISIBLE_DEVICES=\"1\" on"),
         "{log}"
     );
+}
+
+#[test]
+fn ctrl_c_cancels_the_run_s_jobs_and_a_rerun_starts_them_again() {
+    let Some(_cluster) = cluster() else { return };
+    let p = Project::new();
+    p.write("i.toml", &sweep("i", r#""magnitude", "wanda""#, ""));
+    let driver = p
+        .cmd(&["run", "i.toml"])
+        .env("ORCHESTRATE_TEST_WORK_MS", "5000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(120), "jobs in the queue", || {
+        job_states(&p)
+            .values()
+            .filter(|s| *s == "PENDING" || *s == "RUNNING")
+            .count()
+            >= 2
+    });
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(driver.id() as i32, libc::SIGINT) };
+    let out = driver.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    let log = stdout(&out);
+    assert!(log.contains("interrupted: cancelling this run's"), "{log}");
+    assert!(
+        log.contains("0 failed"),
+        "an interrupted stage is not a failure: {log}"
+    );
+    let left: Vec<_> = job_states(&p)
+        .into_iter()
+        .filter(|(_, s)| s == "PENDING" || s == "RUNNING" || s == "COMPLETING")
+        .collect();
+    assert!(left.is_empty(), "jobs left in the queue: {left:?}");
+    let again = p.run(&["run", "i.toml"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(stdout(&again).contains("0 failed"), "{}", text(&again));
 }

@@ -164,8 +164,10 @@ pub fn execute(
     Ok((summary, run_dir))
 }
 
-/// Only `devices = "auto"` asks libtorch how many GPUs there are.
+/// Only `devices = "auto"` on the local backend asks libtorch how many GPUs there are.
 fn needs_cuda_count(exp: &crate::manifest::Experiment) -> bool {
-    exp.resources.devices == crate::manifest::DeviceRequest::Auto
+    // Under Slurm the nodes' GPUs are what `gres` asks for, not this machine's.
+    exp.resources.backend == BackendKind::Local
+        && exp.resources.devices == crate::manifest::DeviceRequest::Auto
         && !exp.models.values().all(|m| m.test)
 }

@@ -179,14 +179,14 @@ pub fn sweep_keeping_pruned() -> String {
 
 /// The table without run-dependent columns (timings, log paths), for comparing runs.
 pub fn stable_table(csv: &str) -> Vec<String> {
+    table_without(csv, |h| h.ends_with("_seconds") || h == "log")
+}
+
+/// The table's lines without the columns `drop` names.
+pub fn table_without(csv: &str, drop: impl Fn(&str) -> bool) -> Vec<String> {
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let keep: Vec<usize> = header
-        .iter()
-        .enumerate()
-        .filter(|(_, h)| !h.ends_with("_seconds") && **h != "log")
-        .map(|(i, _)| i)
-        .collect();
+    let keep: Vec<usize> = (0..header.len()).filter(|&i| !drop(header[i])).collect();
     std::iter::once(header.clone())
         .chain(lines.map(|l| l.split(',').collect()))
         .map(|cells: Vec<&str>| {

@@ -3,7 +3,7 @@
 //! scheduler, which decides) and is killed by the kernel if the scheduler dies. The child holds
 //! the key's lock; this backend only starts, waits for and describes processes.
 
-use super::{Backend, Finished, JobOutcome, last_error_line, read_outcome};
+use super::{Backend, Finished, JobOutcome, last_error_line, read_outcome, write_job};
 use crate::exec::slots::Slot;
 use crate::plan::{JobSpec, NodeId};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
@@ -55,22 +55,7 @@ impl Backend for Local {
             self.run_dir
                 .join("logs")
                 .join(format!("{}-{}.log", job.kind.name(), &job.key[..12]));
-        let outcome = self
-            .run_dir
-            .join("outcomes")
-            .join(format!("{}.json", job.key));
-        job.outcome = Some(outcome.clone());
-        let job_path = self.run_dir.join("jobs").join(format!("{}.json", job.key));
-        for dir in [&job_path, &log, &outcome] {
-            let dir = dir.parent().expect("inside the run directory");
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
-        // A retry must not read the outcome of the attempt before it.
-        let _ = std::fs::remove_file(&outcome);
-        let spec = serde_json::to_vec_pretty(&job).expect("job serialises");
-        std::fs::write(&job_path, spec)
-            .map_err(|e| format!("cannot write {}: {e}", job_path.display()))?;
+        let (job_path, outcome) = write_job(&self.run_dir, &mut job)?;
         let clock = Instant::now();
         let mut child = spawn(&self.exe, &job_path, &log, &cuda_visible, job.threads)
             .map_err(|e| format!("cannot start stage process {}: {e}", self.exe.display()))?;

@@ -81,6 +81,23 @@ pub trait Backend {
     }
 }
 
+/// Writes `job`'s spec to `<run_dir>/jobs/<key>.json` with its outcome file set to
+/// `<run_dir>/outcomes/<key>.json` (an earlier attempt's removed, so a retry never reads it) and
+/// `<run_dir>/logs/` created; returns the spec's and the outcome's paths.
+pub fn write_job(run_dir: &Path, job: &mut JobSpec) -> Result<(PathBuf, PathBuf), String> {
+    let outcome = run_dir.join("outcomes").join(format!("{}.json", job.key));
+    let spec = run_dir.join("jobs").join(format!("{}.json", job.key));
+    job.outcome = Some(outcome.clone());
+    for dir in ["jobs", "outcomes", "logs"].map(|d| run_dir.join(d)) {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(&outcome);
+    let text = serde_json::to_vec_pretty(&job).expect("job serialises");
+    std::fs::write(&spec, text).map_err(|e| format!("cannot write {}: {e}", spec.display()))?;
+    Ok((spec, outcome))
+}
+
 /// What a stage process wrote after publishing: whether it computed the entry itself.
 pub fn read_outcome(path: &Path) -> Option<bool> {
     let bytes = std::fs::read(path).ok()?;

@@ -22,7 +22,7 @@ pub mod script;
 
 use self::cluster::{CommandError, QueuedJob};
 use self::ledger::{Entry, JobState, Ledger};
-use super::{Backend, Finished, JobOutcome, last_error_line, read_outcome};
+use super::{Backend, Finished, JobOutcome, last_error_line, read_outcome, write_job};
 use crate::cache::{Cache, Lookup};
 use crate::exec::slots::Slot;
 use crate::manifest::Device;
@@ -832,21 +832,7 @@ impl Backend for Slurm {
             None => "slurm cpu".into(),
         };
         job.threads = request.cpus_per_task.unwrap_or(1);
-        let outcome = self
-            .run_dir
-            .join("outcomes")
-            .join(format!("{}.json", job.key));
-        job.outcome = Some(outcome.clone());
-        let spec = self.run_dir.join("jobs").join(format!("{}.json", job.key));
-        for dir in [&spec, &outcome, &self.run_dir.join("logs").join("x")] {
-            let dir = dir.parent().expect("inside the run directory");
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
-        // A retry must not read the outcome of the attempt before it.
-        let _ = std::fs::remove_file(&outcome);
-        let text = serde_json::to_vec_pretty(&job).expect("job serialises");
-        std::fs::write(&spec, text).map_err(|e| format!("cannot write {}: {e}", spec.display()))?;
+        let (spec, outcome) = write_job(&self.run_dir, &mut job)?;
         let attempt = self.attempts.entry(job.key.clone()).or_insert(0);
         *attempt += 1;
         self.pending.push(Pending {
