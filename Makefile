@@ -67,6 +67,8 @@ test: $(TEST_STAMP) $(BROWSER_STAMP)
 	$(CARGO) test --release --locked --features test-stages
 	@# Restore the shipped binary (the tests build it with the simulated stages).
 	$(CARGO) build --release --locked
+	@sinfo -h >/dev/null 2>&1 || printf '\n%s\n\n' \
+	  '!!! The Slurm backend tests were SKIPPED (no cluster here; `make slurm` starts one).'
 
 bench: $(TEST_STAMP)
 	$(CARGO) bench --locked --features test-stages --bench core --bench clip --bench prune --bench analysis --bench data --bench fisher --bench upop --bench platon --bench slurm

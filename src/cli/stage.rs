@@ -6,6 +6,9 @@ use std::path::Path;
 
 pub fn run(job_path: &Path) -> Result<i32, CliError> {
     let job = crate::stages::read_job(job_path)?;
+    // Held while the stage computes, as `run` holds it: `gc` waits for stages whose driver is
+    // gone too (a Slurm job outlives a killed driver).
+    let _held = crate::cache::Cache::new(&job.results_dir).lock_for_run()?;
     println!("stage {} ({}) on {}", job.label, job.key, job.device);
     let published = crate::stages::run(&job)?;
     let record = &published.record;

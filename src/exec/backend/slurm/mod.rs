@@ -484,10 +484,12 @@ impl Slurm {
         let queue = match cluster::queue(&runs) {
             Ok(q) => q,
             Err(e) => {
+                // A controller that stays away is asked less and less often (up to every 15 s).
+                self.interval = self.interval.mul_f64(1.5).min(SLOW);
                 self.notices.push(format!(
-                    "{}; asking again in {} s",
+                    "{}; asking again in {:.0} s",
                     e.message,
-                    self.interval.as_secs()
+                    self.interval.as_secs_f64()
                 ));
                 self.next_query = Instant::now() + self.interval;
                 return;
