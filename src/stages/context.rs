@@ -59,10 +59,9 @@ pub fn device(job: &JobSpec) -> Result<Device, StageError> {
             }
             Some(_) => {
                 let visible = std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default();
-                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
                 Err(StageError::Failed(format!(
                     "device {d} was assigned (CUDA_VISIBLE_DEVICES={visible:?} on {}) but libtorch sees no CUDA device: no NVIDIA driver here, or a CPU-only libtorch",
-                    host.trim()
+                    crate::util::runtime::hostname()
                 )))
             }
             None => Err(StageError::Failed(format!("unknown device `{d}`"))),

@@ -164,20 +164,9 @@ pub fn provenance(device: &str) -> Provenance {
     }
     Provenance {
         device: device.to_string(),
-        host: hostname(),
+        host: crate::util::runtime::hostname(),
         orchestrate_version: env!("CARGO_PKG_VERSION").to_string(),
         git_revision: env!("ORCHESTRATE_GIT_REVISION").to_string(),
         libraries,
     }
-}
-
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `len` bytes into the buffer we own.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }

@@ -7,6 +7,7 @@
 //! reads it to adopt jobs an earlier driver left queued or running. It is never the proof that a
 //! stage finished: only the published cache entry is.
 
+use crate::plan::StageKind;
 use crate::util::fsx::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -29,8 +30,11 @@ pub enum JobState {
 pub struct Entry {
     /// `ID` or `ID_TASK`; none while submitting.
     pub job: Option<String>,
+    pub kind: StageKind,
     /// The comment its submission carried (a single stage's key, or an array's batch token).
     pub token: String,
+    /// Its task in that submission (an array's index; 0 for a single job).
+    pub index: usize,
     /// The run (job name) that submitted it.
     pub run: String,
     /// 1 for the first job of this key, then counting resubmissions over every run.
@@ -109,7 +113,9 @@ mod tests {
     fn entry(job: Option<&str>, state: JobState) -> Entry {
         Entry {
             job: job.map(str::to_string),
+            kind: StageKind::Prune,
             token: "run.1".into(),
+            index: 0,
             run: "run".into(),
             attempt: 1,
             state,

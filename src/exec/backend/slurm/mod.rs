@@ -15,14 +15,23 @@
 //!   exit code) from Slurm's state and the stage log.
 //! - `sbatch` errors that pass (time-outs, QOS submit limits) are retried with back-off and never
 //!   fail a stage; refusals (bad partition, account, gres) fail its stages with Slurm's words.
+//!
+//! Files: [`cluster`] runs and parses the Slurm commands, [`script`] writes batch scripts,
+//! [`ledger`] is the durable record, [`failure`] says why a job failed, [`results_dir`] checks
+//! that nodes can use the results directory.
 
 pub mod cluster;
+pub mod failure;
 pub mod ledger;
+pub mod results_dir;
 pub mod script;
 
+pub use results_dir::results_dir_warnings;
+
 use self::cluster::{CommandError, QueuedJob};
+use self::failure::{Failure, describe_failure};
 use self::ledger::{Entry, JobState, Ledger};
-use super::{Backend, Finished, JobOutcome, last_error_line, read_outcome, write_job};
+use super::{Backend, Finished, JobOutcome, read_outcome, write_job};
 use crate::cache::{Cache, Lookup};
 use crate::exec::slots::Slot;
 use crate::manifest::Device;
@@ -155,11 +164,6 @@ impl Slurm {
         Ok(me)
     }
 
-    /// The largest array this backend submits (the cluster's `MaxArraySize`).
-    pub fn max_array(&self) -> usize {
-        self.max_array
-    }
-
     fn slurm_dir(&self) -> PathBuf {
         self.run_dir.join("slurm")
     }
@@ -238,8 +242,7 @@ impl Slurm {
                     e.job = job;
                     e.state = JobState::Queued;
                     if let Some(j) = &e.job {
-                        let name = script::log_name(kind_of(&e.log), j);
-                        e.log.set_file_name(name);
+                        e.log.set_file_name(script::log_name(e.kind.name(), j));
                     }
                     self.adoptable.insert(key.clone(), e.clone());
                 }
@@ -351,13 +354,15 @@ impl Slurm {
             return Ok(());
         }
         let log_dir = self.run_dir.join("logs");
-        let entry = |p: &Pending, job: Option<String>| Entry {
+        let entry = |index: usize, p: &Pending, job: Option<String>| Entry {
             log: log_dir.join(script::log_name(
                 kind.name(),
                 job.as_deref().unwrap_or("pending"),
             )),
             job,
+            kind,
             token: token.clone(),
+            index,
             run: self.run_id.clone(),
             attempt: p.attempt,
             state: JobState::Submitting,
@@ -366,7 +371,8 @@ impl Slurm {
         };
         let before: Vec<(String, Entry)> = chunk
             .iter()
-            .map(|p| (p.key.clone(), entry(p, None)))
+            .enumerate()
+            .map(|(i, p)| (p.key.clone(), entry(i, p, None)))
             .collect();
         if let Err(e) = self.ledger.update(|l| l.extend(before)) {
             self.refuse(
@@ -395,8 +401,9 @@ impl Slurm {
                     .collect();
                 let after: Vec<(String, Entry)> = jobs
                     .iter()
-                    .map(|(p, job)| {
-                        let mut e = entry(p, Some(job.clone()));
+                    .enumerate()
+                    .map(|(i, (p, job))| {
+                        let mut e = entry(i, p, Some(job.clone()));
                         e.state = JobState::Queued;
                         (p.key.clone(), e)
                     })
@@ -585,76 +592,13 @@ impl Slurm {
     }
 }
 
-/// What a user must know about the results directory before jobs on other nodes write into it:
-/// that it is writable from here, and whether it is on a shared file system (a local one is
-/// fine only when every node of the partition is this machine).
-pub fn results_dir_warnings(results_dir: &Path, resources: &SlurmResources) -> Vec<String> {
-    let mut out = Vec::new();
-    let probe = results_dir.join(format!(
-        ".write-probe-{}",
-        crate::util::fsx::unique_suffix()
-    ));
-    match std::fs::create_dir_all(results_dir).and_then(|_| std::fs::write(&probe, b"")) {
-        Ok(()) => {
-            let _ = std::fs::remove_file(&probe);
-        }
-        Err(e) => out.push(format!(
-            "the results directory {} is not writable from here ({e}): Slurm jobs publish their entries there; choose another with --results",
-            results_dir.display()
-        )),
-    }
-    if let Some(fs) = local_file_system(results_dir) {
-        let here = hostname();
-        let partition = resources.default.partition.as_deref();
-        let only_here = cluster::partition_nodes(partition).is_ok_and(|nodes| {
-            !nodes.is_empty() && nodes.iter().all(|n| *n == here || n == "localhost")
-        });
-        if !only_here {
-            out.push(format!(
-                "the results directory {} is on a local file system ({fs}): jobs on other nodes cannot read or publish entries there; put it on a shared file system (NFS, Lustre, GPFS, ...) with --results",
-                results_dir.display()
-            ));
-        }
-    }
-    out
-}
-
-/// The name of the local (not shared) file system holding `path`, if it is one.
-fn local_file_system(path: &Path) -> Option<&'static str> {
-    use std::os::unix::ffi::OsStrExt;
-    let existing = path.ancestors().find(|p| p.exists())?;
-    let c = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
-    // SAFETY: `statfs` writes into the zeroed struct and reads the NUL-terminated path.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    // Magic numbers from statfs(2).
-    match st.f_type as u64 {
-        0xEF53 => Some("ext4"),
-        0x5846_5342 => Some("xfs"),
-        0x9123_683E => Some("btrfs"),
-        0x0102_1994 => Some("tmpfs"),
-        0x794C_7630 => Some("overlayfs"),
-        0x2FC1_2FC1 => Some("zfs"),
-        0xF2F5_2010 => Some("f2fs"),
-        _ => None,
-    }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
-}
-
-/// The job an unconfirmed submission of `key` became, if it is in `queue`.
+/// The job an unconfirmed submission of `key` became, if it is in `queue`: found by its comment
+/// (the key, once a task or single job wrote it), or as its task of the array whose pending
+/// tasks still carry the batch's token.
 fn find_submitted(queue: &HashMap<String, QueuedJob>, key: &str, entry: &Entry) -> Option<String> {
     if let Some(q) = queue.values().find(|q| q.comment == key) {
         return Some(q.id.clone());
     }
-    // A pending array task still carries its batch's token; the key's task is its line in the
-    // batch's list.
     let array = queue
         .values()
         .find(|q| q.comment == entry.token)?
@@ -662,130 +606,7 @@ fn find_submitted(queue: &HashMap<String, QueuedJob>, key: &str, entry: &Entry) 
         .split('_')
         .next()?
         .to_string();
-    let list = std::fs::read_to_string(list_of(entry)).ok()?;
-    let index = list
-        .lines()
-        .position(|l| Path::new(l).file_stem().and_then(|s| s.to_str()) == Some(key))?;
-    Some(format!("{array}_{index}"))
-}
-
-/// The list file of an entry's batch (`<run>/slurm/<n>.jobs`, from its token `<run>.<n>`).
-fn list_of(entry: &Entry) -> PathBuf {
-    let n = entry.token.rsplit('.').next().unwrap_or_default();
-    entry
-        .log
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or(Path::new("/"))
-        .join("slurm")
-        .join(format!("{n}.jobs"))
-}
-
-/// The kind part of a log name `<kind>-<job>.log`.
-fn kind_of(log: &Path) -> &str {
-    let name = log.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    name.rsplit_once('-').map_or(name, |(k, _)| k)
-}
-
-/// What is known about a job that ended without publishing.
-struct Failure<'a> {
-    job: &'a str,
-    kind: StageKind,
-    /// Its last state in `squeue` (none: the controller no longer knows it).
-    state: Option<&'a str>,
-    /// Its state at the query before it ended (or vanished).
-    last_seen: &'a str,
-    detail: Option<&'a cluster::JobDetail>,
-    log: &'a str,
-    request: &'a SlurmRequest,
-    results_dir: &'a Path,
-}
-
-/// One line: which kind of failure, in Slurm's and the stage's words, and what to change.
-fn describe_failure(f: &Failure) -> String {
-    let state = f
-        .detail
-        .map(|d| d.state.as_str())
-        .filter(|s| !s.is_empty())
-        .or(f.state)
-        .unwrap_or("");
-    let kind = f.kind.name();
-    let setting = |key: &str, value: &Option<String>| match value {
-        Some(v) => format!("{key} = \"{v}\""),
-        None => format!("the cluster's default {key}"),
-    };
-    let out_of_memory = state == "OUT_OF_MEMORY"
-        || ["Exceeded job memory limit", "oom-kill", "oom_kill"]
-            .iter()
-            .any(|m| f.log.contains(m));
-    let nodes = f
-        .detail
-        .map(|d| d.nodes.as_str())
-        .filter(|n| !n.is_empty() && *n != "(null)")
-        .unwrap_or("its node");
-    if out_of_memory {
-        return format!(
-            "out of memory: Slurm job {} exceeded its memory ({}); raise `mem` in [resources.slurm.{kind}] or [resources.slurm]",
-            f.job,
-            setting("mem", &f.request.mem)
-        );
-    }
-    let resumes = if matches!(
-        f.kind,
-        StageKind::Finetune | StageKind::Retrain | StageKind::Prune
-    ) {
-        "; a training stage resumes from its last checkpoint"
-    } else {
-        ""
-    };
-    match state {
-        "TIMEOUT" => format!(
-            "time limit: Slurm stopped job {} at its time limit ({}); raise `time` in [resources.slurm.{kind}] or [resources.slurm]{resumes}",
-            f.job,
-            setting("time", &f.request.time)
-        ),
-        "NODE_FAIL" | "BOOT_FAIL" => format!(
-            "node failure: Slurm job {} ended with {state} on {nodes}; run again to resume{resumes}",
-            f.job
-        ),
-        "CANCELLED" => format!(
-            "cancelled: Slurm job {} was cancelled (scancel, or an administrator); run again to resume",
-            f.job
-        ),
-        "PREEMPTED" | "DEADLINE" => format!(
-            "{}: Slurm job {} ended with {state}; run again to resume{resumes}",
-            state.to_lowercase(),
-            f.job
-        ),
-        "COMPLETED" => format!(
-            "Slurm job {} completed on {nodes} but published no entry: is {} on a file system the node shares?",
-            f.job,
-            f.results_dir.display()
-        ),
-        _ => {
-            let exit = f
-                .detail
-                .map(|d| d.exit_code.as_str())
-                .filter(|c| !c.is_empty() && *c != "0:0");
-            let slurm = match (state, exit) {
-                ("", _) => format!("Slurm job {}", f.job),
-                (s, Some(c)) => format!("Slurm job {} {s}, exit code {c}", f.job),
-                (s, None) => format!("Slurm job {} {s}", f.job),
-            };
-            match last_error_line(f.log) {
-                Some(reason) => format!("{reason} ({slurm})"),
-                // A pending job (or array task) that is cancelled leaves no trace in the queue.
-                None if state.is_empty() && f.last_seen == "PENDING" => format!(
-                    "cancelled: Slurm job {} left the queue before it started (scancel, or an administrator); run again to resume",
-                    f.job
-                ),
-                None if state.is_empty() => format!(
-                    "{slurm} left the queue without publishing its entry (the controller no longer reports its state)"
-                ),
-                None => format!("{slurm} without publishing its entry"),
-            }
-        }
-    }
+    Some(format!("{array}_{}", entry.index))
 }
 
 impl Backend for Slurm {
@@ -908,115 +729,18 @@ impl Backend for Slurm {
 mod tests {
     use super::*;
 
-    fn failure<'a>(
-        state: Option<&'a str>,
-        detail: Option<&'a cluster::JobDetail>,
-        log: &'a str,
-        request: &'a SlurmRequest,
-    ) -> String {
-        describe_failure(&Failure {
-            job: "41_3",
-            kind: StageKind::Retrain,
-            state,
-            last_seen: "RUNNING",
-            detail,
-            log,
-            request,
-            results_dir: Path::new("/shared/results"),
-        })
-    }
-
-    #[test]
-    fn failures_are_classified_with_what_to_change() {
-        let request = SlurmRequest {
-            mem: Some("100M".into()),
-            ..SlurmRequest::default()
-        };
-        let oom_log = "slurmstepd-localhost: error: Exceeded job memory limit\n";
-        let failed = cluster::JobDetail {
-            state: "FAILED".into(),
-            exit_code: "0:9".into(),
-            ..Default::default()
-        };
-        let e = failure(Some("FAILED"), Some(&failed), oom_log, &request);
-        assert!(e.starts_with("out of memory: Slurm job 41_3"), "{e}");
-        assert!(
-            e.contains("mem = \"100M\"") && e.contains("[resources.slurm.retrain]"),
-            "{e}"
-        );
-
-        let e = failure(Some("TIMEOUT"), None, "", &request);
-        assert!(
-            e.starts_with("time limit:") && e.contains("the cluster's default time"),
-            "{e}"
-        );
-        assert!(e.contains("resumes from its last checkpoint"), "{e}");
-
-        let node = cluster::JobDetail {
-            state: "NODE_FAIL".into(),
-            nodes: "gpu17".into(),
-            ..Default::default()
-        };
-        let e = failure(Some("NODE_FAIL"), Some(&node), "", &request);
-        assert!(e.starts_with("node failure:") && e.contains("gpu17"), "{e}");
-
-        let e = failure(Some("CANCELLED"), None, "", &request);
-        assert!(e.starts_with("cancelled:"), "{e}");
-
-        let exit = cluster::JobDetail {
-            state: "FAILED".into(),
-            exit_code: "2:0".into(),
-            ..Default::default()
-        };
-        let e = failure(
-            Some("FAILED"),
-            Some(&exit),
-            "stage retrain x\nerror: dataset /d/x is corrupt\n",
-            &request,
-        );
-        assert_eq!(
-            e,
-            "dataset /d/x is corrupt (Slurm job 41_3 FAILED, exit code 2:0)"
-        );
-
-        let e = failure(None, None, "", &request);
-        assert!(e.contains("no longer reports its state"), "{e}");
-        let vanished = describe_failure(&Failure {
-            job: "41_3",
-            kind: StageKind::Evaluate,
-            state: None,
-            last_seen: "PENDING",
-            detail: None,
-            log: "",
-            request: &request,
-            results_dir: Path::new("/r"),
-        });
-        assert!(
-            vanished.starts_with("cancelled: Slurm job 41_3 left the queue before it started"),
-            "{vanished}"
-        );
-        let e = failure(Some("COMPLETED"), None, "", &request);
-        assert!(e.contains("/shared/results") && e.contains("shares"), "{e}");
-    }
-
     #[test]
     fn an_unconfirmed_submission_is_found_by_its_comment() {
-        let dir = tempfile::tempdir().unwrap();
-        let run = dir.path().join("runs/r1");
-        std::fs::create_dir_all(run.join("slurm")).unwrap();
-        std::fs::write(
-            run.join("slurm/2.jobs"),
-            format!("{0}/jobs/aaa.json\n{0}/jobs/bbb.json\n", run.display()),
-        )
-        .unwrap();
         let entry = Entry {
             job: None,
+            kind: StageKind::Prune,
             token: "r1.2".into(),
+            index: 1,
             run: "r1".into(),
             attempt: 1,
             state: JobState::Submitting,
-            log: run.join("logs/prune-pending.log"),
-            outcome: run.join("outcomes/bbb.json"),
+            log: "/r/runs/r1/logs/prune-pending.log".into(),
+            outcome: "/r/runs/r1/outcomes/bbb.json".into(),
             slurm_state: None,
         };
         let q = |id: &str, comment: &str| {
@@ -1042,8 +766,8 @@ mod tests {
         let empty = HashMap::new();
         assert_eq!(find_submitted(&empty, "bbb", &entry), None);
         assert_eq!(
-            kind_of(Path::new("/x/logs/intrinsic-dimension-9_1.log")),
-            "intrinsic-dimension"
+            script::log_name(StageKind::IntrinsicDimension.name(), "9_1"),
+            "intrinsic-dimension-9_1.log"
         );
     }
 }
